@@ -1,0 +1,84 @@
+"""Keypoint read-out from (view-averaged) attention maps.
+
+METHOD §5 reads each keypoint as the argmax pixel centre; the evaluation protocol must keep
+that. Robots also want sub-pixel positions (a peak between two pixels should not jitter by a
+whole pixel from frame to frame) and a score to threshold on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from skp_core.gaussian import argmax_locations
+
+READOUTS = ("argmax", "subpixel")
+
+
+def peak_scores(maps: Tensor) -> Tensor:
+    """Score per map [...]: the peak value of the map.
+
+    Maps are cross-attention probabilities (softmax over tokens), so the peak is the largest
+    share of a pixel's attention that this keypoint's token receives: in [0, 1], high for a
+    confident, well-localized keypoint.
+    """
+    return maps.flatten(-2).amax(dim=-1)
+
+
+def _log_parabola_offset(left: Tensor, centre: Tensor, right: Tensor) -> Tensor:
+    """Vertex of the parabola through log-values at -1, 0, +1, clamped to half a pixel.
+
+    Exact for a Gaussian peak (its log is a parabola); the clamp keeps odd shapes on the pixel.
+    """
+    eps = 1e-12
+    lo, c, hi = (v.clamp_min(eps).log() for v in (left, centre, right))
+    curvature = lo - 2 * c + hi
+    offset = 0.5 * (lo - hi) / torch.where(curvature < 0, curvature, torch.full_like(c, -1.0))
+    offset = torch.where(curvature < 0, offset, torch.zeros_like(offset))
+    return offset.clamp(-0.5, 0.5)
+
+
+def subpixel_locations(maps: Tensor) -> Tensor:
+    """Normalized (x, y) [..., 2]: argmax refined by a log-parabola fit along each axis.
+
+    At the border (no neighbour on one side) that axis keeps the pixel centre.
+    """
+    height, width = maps.shape[-2:]
+    flat = maps.reshape(-1, height * width)
+    index = flat.argmax(dim=-1, keepdim=True)
+    row = torch.div(index, width, rounding_mode="floor")
+    col = index % width
+
+    def at(dr: int, dc: int) -> Tensor:
+        r = (row + dr).clamp(0, height - 1)
+        c = (col + dc).clamp(0, width - 1)
+        return flat.gather(-1, r * width + c).squeeze(-1)
+
+    centre = at(0, 0)
+    dx = _log_parabola_offset(at(0, -1), centre, at(0, 1))
+    dy = _log_parabola_offset(at(-1, 0), centre, at(1, 0))
+    inner_x = ((col > 0) & (col < width - 1)).squeeze(-1)
+    inner_y = ((row > 0) & (row < height - 1)).squeeze(-1)
+    x = col.squeeze(-1).to(flat.dtype) + torch.where(inner_x, dx, torch.zeros_like(dx))
+    y = row.squeeze(-1).to(flat.dtype) + torch.where(inner_y, dy, torch.zeros_like(dy))
+    xy = torch.stack(((x + 0.5) / width, (y + 0.5) / height), dim=-1)
+    return xy.reshape(*maps.shape[:-2], 2)
+
+
+def read_keypoints(maps: Tensor, readout: str = "argmax") -> tuple[Tensor, Tensor]:
+    """Locations [..., 2] (normalized x, y) and scores [...] of maps [..., H, W]."""
+    if readout == "argmax":
+        locations = argmax_locations(maps)
+    elif readout == "subpixel":
+        locations = subpixel_locations(maps)
+    else:
+        raise ValueError(f"unknown read-out {readout!r}; choose one of {READOUTS}")
+    return locations, peak_scores(maps)
+
+
+def upsample_maps(maps: Tensor, size: int) -> Tensor:
+    """Bilinear upsampling of maps [B, K, R, R] to [B, K, size, size] (METHOD §5)."""
+    if maps.shape[-1] == size and maps.shape[-2] == size:
+        return maps
+    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
