@@ -1,0 +1,205 @@
+"""Keypoint inference (METHOD §5): a bundle + a backbone -> keypoints for any image.
+
+All test-time-augmentation views of a batch run through the UNet as batched passes (chunked by
+`max_batch`); maps are warped back, averaged, and read out. Views are re-drawn from the same
+seed on every call, so the same image always gives the same keypoints, and a static camera
+gives static keypoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from skp_core.attention_maps import AttentionMapper
+from skp_core.backbone import Backbone, load_backbone
+from skp_core.bundle import Bundle, check_compatible, load_bundle
+from skp_core.latents import add_noise_t0, draw_noise
+from skp_core.optimize import resize_images, stack_resized
+from skp_core.readout import READOUTS, read_keypoints
+from skp_core.regression import apply_regressor
+from skp_core.view_averaging import average_views, view_transforms, warp_views
+
+ImageLike = np.ndarray | Tensor
+
+
+@dataclass
+class Detection:
+    """Keypoints of one image.
+
+    `pixels` are continuous (u, v) coordinates of the input image with the centre of pixel
+    (row i, col j) at (j, i), as OpenCV and ROS image_geometry use; `normalized` are (x, y) in
+    [0, 1] with the pixel-centre convention of the method.
+    """
+
+    normalized: np.ndarray  # [K, 2]
+    pixels: np.ndarray  # [K, 2]
+    scores: np.ndarray  # [K]
+    image_size: tuple[int, int]  # (height, width) of the input image
+    landmarks_normalized: np.ndarray | None = None  # [J, 2] when the bundle has a regressor
+    landmarks_pixels: np.ndarray | None = None
+    maps: np.ndarray | None = None  # [K, S, S] view-averaged maps, when asked for
+
+
+def normalized_to_pixels(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(x, y) in [0, 1] (pixel-centre convention) -> (u, v) pixel coordinates."""
+    return points * np.array([width, height], dtype=np.float64) - 0.5
+
+
+def to_image_tensor(image: ImageLike) -> Tensor:
+    """uint8 HxWx3 (or HxW) array, or float [3, H, W] tensor in [0, 1] -> float [3, H, W]."""
+    if isinstance(image, Tensor):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image tensors must be [3, H, W], got {tuple(image.shape)}")
+        return image.float()
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or min(array.shape[:2]) < 1:
+        raise ValueError(f"images must be HxWx3 arrays, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8, got {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1).float() / 255
+
+
+class KeypointDetector:
+    """Detects a bundle's keypoints with augmentation-averaged attention maps."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        bundle: Bundle,
+        *,
+        num_views: int | None = None,
+        include_identity: bool | None = None,
+        max_batch: int | None = None,
+        readout: str = "argmax",
+        map_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_compatible(bundle, backbone.context_dim, backbone.fingerprint)
+        if readout not in READOUTS:
+            raise ValueError(f"unknown read-out {readout!r}; choose one of {READOUTS}")
+        method = bundle.method
+        self.backbone = backbone
+        self.bundle = bundle
+        self.num_views = int(num_views or method.get("num_views", 10))
+        if self.num_views < 1:
+            raise ValueError("num_views must be at least 1")
+        self.include_identity = bool(
+            method.get("include_identity_view", False)
+            if include_identity is None
+            else include_identity
+        )
+        self.readout = readout
+        self.seed = seed
+        image_size = int(method.get("image_size", 512))
+        self.map_size = int(map_size or image_size)
+        self.augmentation = {
+            "rotation_deg": float(method.get("rotation_deg", 15.0)),
+            "scale_range": (
+                float(method.get("scale_min", 0.8)),
+                float(method.get("scale_max", 1.0)),
+            ),
+            "translation": float(method.get("translation", 0.25)),
+        }
+        kwargs = {}
+        if method.get("layers"):
+            kwargs["layers"] = tuple(method["layers"])
+        self.mapper = AttentionMapper(
+            backbone,
+            feature_resolution=int(method.get("feature_resolution", 128)),
+            image_size=image_size,
+            max_batch=max_batch,
+            **kwargs,
+        )
+        self.context = bundle.context.to(backbone.device)
+        self.selected = bundle.selected_indices.to(backbone.device)
+        self.regressor = None if bundle.regressor is None else bundle.regressor.double().numpy()
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle_path: str | Path,
+        model: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        **kwargs,
+    ) -> KeypointDetector:
+        """Load the bundle, then the backbone it names (or `model`), and check they match."""
+        bundle = load_bundle(bundle_path)
+        name = model or bundle.backbone.get("model")
+        if not name:
+            raise ValueError(f"bundle {bundle_path} names no backbone model; pass model=...")
+        backbone = load_backbone(name, device=device, dtype=dtype)
+        return cls(backbone, bundle, **kwargs)
+
+    @property
+    def num_keypoints(self) -> int:
+        return int(self.selected.shape[0])
+
+    @torch.no_grad()
+    def keypoint_maps(self, images: Tensor) -> Tensor:
+        """View-averaged maps [B, K, S, S] of a batch [B, 3, H, W] in [0, 1].
+
+        Every image gets the same views and the same noise, drawn from the seed on each call:
+        an image's keypoints never depend on the rest of its batch or on earlier calls.
+        """
+        generator = torch.Generator().manual_seed(self.seed)
+        device = self.backbone.device
+        batch = resize_images(images.to(device), self.mapper.image_size)
+        count = batch.shape[0]
+        views = view_transforms(
+            1,
+            self.num_views,
+            generator,
+            include_identity=self.include_identity,
+            device=device,
+            **self.augmentation,
+        )
+        thetas = views.expand(count, -1, -1, -1)
+        z = self.mapper.latents(warp_views(batch, thetas))
+        eps = draw_noise((self.num_views, *z.shape[1:]), generator, z)
+        z_t = add_noise_t0(z, eps.repeat(count, 1, 1, 1))
+        maps = self.mapper.maps_from_latents(z_t, self.context)
+        selected = maps.index_select(1, self.selected)
+        return average_views(selected, thetas, self.map_size)
+
+    def detect(
+        self, images: Sequence[ImageLike] | ImageLike, return_maps: bool = False
+    ) -> list[Detection]:
+        """Keypoints for one image or a list of images of any sizes."""
+        if isinstance(images, np.ndarray | Tensor) and images.ndim == 3:
+            images = [images]
+        tensors = [to_image_tensor(image) for image in images]
+        sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
+        batch = stack_resized(tensors, self.mapper.image_size, self.backbone.device)
+        maps = self.keypoint_maps(batch)
+        locations, scores = read_keypoints(maps, self.readout)
+        locations = locations.double().cpu().numpy()
+        scores = scores.double().cpu().numpy()
+        out = []
+        for i, (height, width) in enumerate(sizes):
+            det = Detection(
+                normalized=locations[i],
+                pixels=normalized_to_pixels(locations[i], height, width),
+                scores=scores[i],
+                image_size=(height, width),
+            )
+            if self.regressor is not None:
+                landmarks = apply_regressor(self.regressor, locations[i][None])[0]
+                det.landmarks_normalized = landmarks
+                det.landmarks_pixels = normalized_to_pixels(landmarks, height, width)
+            if return_maps:
+                det.maps = maps[i].float().cpu().numpy()
+            out.append(det)
+        return out
+
+    def close(self) -> None:
+        """Put the UNet's own attention processors back."""
+        self.mapper.remove()

@@ -1,0 +1,250 @@
+"""Token optimization (METHOD §3): learn a context whose attention maps are keypoints.
+
+Per step, the images and one random affine view of each are run through the UNet as one
+batched pass; candidate tokens are ranked on the original maps, spread by furthest point
+sampling on the transformed ones, and pushed towards single sharp peaks (localization) that
+move with the image (equivariance). Only the context is trained.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from skp_core.affine import sample_affine, warp
+from skp_core.attention_maps import AttentionMapper
+from skp_core.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from skp_core.config import MethodConfig
+from skp_core.furthest_point_sampling import select_keypoint_tokens
+from skp_core.latents import noise_latents_t0
+from skp_core.losses import keypoint_losses
+
+# A source of training images: len() and [i] -> [3, H, W] in [0, 1] or a dict with "image".
+ImageSource = Sequence[Any]
+
+
+class OptimizationError(RuntimeError):
+    """The optimization cannot go on (e.g. a non-finite loss); the last checkpoint is kept."""
+
+
+@dataclass
+class OptimizationResult:
+    context: Tensor
+    steps_done: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def image_of(item: Any) -> Tensor:
+    """The image tensor of a dataset item (tensor or dict with an "image" entry)."""
+    image = item["image"] if isinstance(item, dict) else item
+    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError("training images must be float tensors [3, H, W] in [0, 1]")
+    return image
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """Batch [B, 3, H, W] to the backbone's square input size (aspect ignored, as upstream)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+
+
+def stack_resized(images: Sequence[Tensor], size: int, device: torch.device) -> Tensor:
+    """Images of any sizes [3, H, W] -> one batch [B, 3, size, size] on the device."""
+    return torch.cat([resize_images(image[None].to(device), size) for image in images])
+
+
+def initial_context(num_tokens: int, dim: int, seed: int) -> Tensor:
+    """randn init with std 1 (METHOD §1), from its own seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(num_tokens, dim, generator=generator)
+
+
+class TokenOptimizer:
+    """Runs, checkpoints and resumes the optimization of one context.
+
+    `gradient_hook` (if given) is called on the context gradient before each optimizer step;
+    distributed training uses it to all-reduce gradients across processes.
+    """
+
+    def __init__(
+        self,
+        mapper: AttentionMapper,
+        images: ImageSource,
+        config: MethodConfig,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 50,
+        gradient_hook: Callable[[Tensor], None] | None = None,
+        sample_offset: int = 0,
+        progress: bool = True,
+    ) -> None:
+        config.validate()
+        if len(images) == 0:
+            raise ValueError("no training images")
+        self.mapper = mapper
+        self.images = images
+        self.config = config
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.checkpoint_every = max(1, int(checkpoint_every))
+        self.gradient_hook = gradient_hook
+        self.sample_offset = sample_offset
+        self.progress = progress
+        device = mapper.backbone.device
+        self.device = device
+        self.context = initial_context(config.num_tokens, mapper.backbone.context_dim, config.seed)
+        self.context = self.context.to(device).requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.context], lr=config.lr)
+        self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self._latents: dict[int, Tensor] = {}
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, Tensor]:
+        tensors = {"context": self.context.detach(), "generator": self.generator.get_state()}
+        state = self.optimizer.state.get(self.context)
+        if state:
+            tensors["adam.exp_avg"] = state["exp_avg"]
+            tensors["adam.exp_avg_sq"] = state["exp_avg_sq"]
+            tensors["adam.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+        return tensors
+
+    def save(self) -> None:
+        if self.checkpoint_dir is None:
+            return
+        meta = {
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "history": self.history,
+            "sample_offset": self.sample_offset,
+        }
+        save_checkpoint(self.checkpoint_dir, self.state_tensors(), meta)
+
+    def try_resume(self) -> bool:
+        """Continue from the checkpoint in checkpoint_dir, if there is one."""
+        if self.checkpoint_dir is None or not has_checkpoint(self.checkpoint_dir):
+            return False
+        tensors, meta = load_checkpoint(self.checkpoint_dir)
+        # Everything but the step budget must match: a run may be resumed to go on longer.
+        saved = {k: v for k, v in meta.get("config", {}).items() if k != "steps"}
+        if saved != {k: v for k, v in self.config.to_dict().items() if k != "steps"}:
+            raise OptimizationError(
+                f"the checkpoint in {self.checkpoint_dir} was made with other settings; "
+                "use a new output directory or the same settings to resume"
+            )
+        with torch.no_grad():
+            self.context.copy_(tensors["context"].to(self.device))
+        self.generator.set_state(tensors["generator"])
+        if "adam.exp_avg" in tensors:
+            self.optimizer.state[self.context] = {
+                "step": tensors["adam.step"].reshape(()).clone(),
+                "exp_avg": tensors["adam.exp_avg"].to(self.device),
+                "exp_avg_sq": tensors["adam.exp_avg_sq"].to(self.device),
+            }
+        self.step = int(meta["step"])
+        self.history = list(meta.get("history", []))
+        return True
+
+    # -- one step -------------------------------------------------------------------------
+    def _batch(self) -> tuple[Tensor, Tensor]:
+        """Indices drawn with the run's generator; latents of originals cached (no grad)."""
+        n = self.config.images_per_step
+        indices = torch.randint(len(self.images), (n,), generator=self.generator)
+        images = stack_resized(
+            [image_of(self.images[int(i)]) for i in indices], self.config.image_size, self.device
+        )
+        for row, index in enumerate(indices.tolist()):
+            if index not in self._latents:
+                # One image at a time: a cached latent must not depend on which other images
+                # shared its VAE batch, or a resumed run would differ from an uninterrupted one.
+                self._latents[index] = self.mapper.latents(images[row : row + 1])[0]
+        latents = torch.stack([self._latents[int(i)] for i in indices])
+        return images, latents
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.config
+        images, latents = self._batch()
+        theta = sample_affine(
+            images.shape[0],
+            self.generator,
+            rotation_deg=cfg.rotation_deg,
+            scale_range=(cfg.scale_min, cfg.scale_max),
+            translation=cfg.translation,
+            device=self.device,
+        )
+        transformed_latents = self.mapper.latents(warp(images, theta))
+        z = torch.cat([latents, transformed_latents])
+        z_t = noise_latents_t0(z, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        maps = self.mapper.maps_from_latents(z_t, self.context)
+        original, transformed = maps.chunk(2)
+        tokens = select_keypoint_tokens(
+            original, transformed, cfg.num_candidates, cfg.top_k, cfg.sigma
+        )
+        gather = tokens[:, :, None, None].expand(-1, -1, *original.shape[-2:])
+        terms = keypoint_losses(
+            original.gather(1, gather),
+            transformed.gather(1, gather),
+            theta,
+            sigma=cfg.sigma,
+            equivariance_weight=cfg.equivariance_weight,
+            localization_weight=cfg.localization_weight,
+        )
+        terms.total.backward()
+        if self.gradient_hook is not None:
+            self.gradient_hook(self.context.grad)
+        values = torch.stack([terms.total, terms.equivariance, terms.localization]).tolist()
+        if not all(math.isfinite(v) for v in values):
+            raise OptimizationError(
+                f"non-finite loss at step {self.step + 1} ({values}); the last good checkpoint "
+                f"is kept{f' in {self.checkpoint_dir}' if self.checkpoint_dir else ''}. "
+                "Lower the learning rate or check the input images."
+            )
+        self.optimizer.step()
+        self.step += 1
+        record = {
+            "step": self.step,
+            "loss": values[0],
+            "equivariance": values[1],
+            "localization": values[2],
+        }
+        self.history.append(record)
+        return record
+
+    def run(self, steps: int | None = None) -> OptimizationResult:
+        """Run up to `steps` (default: config.steps) total steps, resuming if possible."""
+        total = self.config.steps if steps is None else steps
+        self.try_resume()
+        bar = tqdm(
+            total=total, initial=self.step, desc="optimize tokens", disable=not self.progress
+        )
+        start = time.perf_counter()
+        try:
+            while self.step < total:
+                record = self.train_step()
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4g}",
+                    equi=f"{record['equivariance']:.3g}",
+                    loc=f"{record['localization']:.3g}",
+                )
+                if self.step % self.checkpoint_every == 0 or self.step == total:
+                    self.save()
+        finally:
+            bar.close()
+        elapsed = time.perf_counter() - start
+        if self.progress and self.history:
+            first, last = self.history[0]["loss"], self.history[-1]["loss"]
+            tqdm.write(
+                f"optimized {self.step} steps in {elapsed:.1f} s; loss {first:.4g} -> {last:.4g}"
+            )
+        return OptimizationResult(self.context.detach().clone(), self.step, list(self.history))

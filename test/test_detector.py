@@ -1,0 +1,120 @@
+"""Inference with test-time augmentation on the tiny model and real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from photos import photo
+
+from skp_core.backbone import load_backbone
+from skp_core.bundle import Bundle, BundleError, save_bundle
+from skp_core.config import default_config
+from skp_core.detector import KeypointDetector, normalized_to_pixels
+
+METHOD = default_config("tiny").with_overrides(
+    image_size=64, feature_resolution=16, num_tokens=24, top_k=5, num_views=3
+)
+
+
+def tiny_bundle(backbone, regressor: bool = False) -> Bundle:
+    gen = torch.Generator().manual_seed(0)
+    context = torch.randn(METHOD.num_tokens, backbone.context_dim, generator=gen)
+    landmarks = ["a", "b"] if regressor else None
+    return Bundle(
+        context=context,
+        selected_indices=torch.arange(METHOD.top_k),
+        regressor=torch.randn(2 * METHOD.top_k, 4, generator=gen) * 0.1 if regressor else None,
+        landmark_names=landmarks,
+        backbone={"model": "tiny", "fingerprint": backbone.fingerprint},
+        method=METHOD.to_dict(),
+    )
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone("tiny")
+
+
+@pytest.fixture(scope="module")
+def detector(backbone):
+    det = KeypointDetector(backbone, tiny_bundle(backbone, regressor=True))
+    yield det
+    det.close()
+
+
+def test_keypoints_inside_image_for_any_size(detector):
+    for name in ("astronaut", "chelsea", "rocket"):
+        image = photo(name)
+        (det,) = detector.detect(image)
+        h, w = image.shape[:2]
+        assert det.pixels.shape == (5, 2) and det.scores.shape == (5,)
+        assert (det.pixels[:, 0] >= -0.5).all() and (det.pixels[:, 0] <= w - 0.5).all()
+        assert (det.pixels[:, 1] >= -0.5).all() and (det.pixels[:, 1] <= h - 0.5).all()
+        assert ((det.scores > 0) & (det.scores <= 1)).all()
+        assert det.landmarks_pixels.shape == (2, 2)
+
+
+def test_same_image_same_keypoints_and_batch_independence(detector):
+    a, b = photo("astronaut"), photo("coffee")
+    alone_a = detector.detect(a)[0]
+    alone_b = detector.detect(b)[0]
+    together = detector.detect([a, b])
+    np.testing.assert_allclose(together[0].normalized, alone_a.normalized, atol=1e-6)
+    np.testing.assert_allclose(together[1].normalized, alone_b.normalized, atol=1e-6)
+    np.testing.assert_allclose(together[0].scores, alone_a.scores, rtol=1e-4)
+    again = detector.detect(a)[0]
+    np.testing.assert_array_equal(again.normalized, alone_a.normalized)
+
+
+def test_non_square_image_maps_back_to_its_pixels(detector):
+    # The method sees every image squashed to a square, so stretching the input horizontally
+    # must stretch only the x pixel coordinates.
+    import cv2
+
+    image = photo("astronaut")[:, :, :]
+    wide = cv2.resize(image, (1024, 512), interpolation=cv2.INTER_AREA)
+    narrow = cv2.resize(image, (512, 512), interpolation=cv2.INTER_AREA)
+    d_wide = detector.detect(wide)[0]
+    d_narrow = detector.detect(narrow)[0]
+    np.testing.assert_allclose(d_wide.normalized, d_narrow.normalized, atol=1.5 / 64)
+    expected = normalized_to_pixels(d_wide.normalized, 512, 1024)
+    np.testing.assert_allclose(d_wide.pixels, expected)
+
+
+def test_pixel_convention():
+    pts = np.array([[0.5 / 4, 0.5 / 2], [3.5 / 4, 1.5 / 2]])
+    np.testing.assert_allclose(normalized_to_pixels(pts, 2, 4), [[0, 0], [3, 1]])
+
+
+def test_return_maps_and_subpixel():
+    backbone = load_backbone("tiny")  # one detector per UNet: this one needs its own
+    det = KeypointDetector(backbone, tiny_bundle(backbone), readout="subpixel", num_views=2)
+    try:
+        (d,) = det.detect(photo("cat"), return_maps=True)
+        assert d.maps.shape == (5, 64, 64)
+        assert d.landmarks_pixels is None
+        peak = d.maps.reshape(5, -1).argmax(1)
+        argmax_xy = np.stack(((peak % 64 + 0.5) / 64, (peak // 64 + 0.5) / 64), 1)
+        assert np.abs(d.normalized - argmax_xy).max() <= 0.5 / 64 + 1e-9
+    finally:
+        det.close()
+
+
+def test_bundle_for_another_backbone_is_refused(backbone, tmp_path):
+    bundle = tiny_bundle(backbone)
+    bundle.context = torch.randn(METHOD.num_tokens, 768)
+    bundle.backbone = {"model": "sd-legacy/stable-diffusion-v1-5", "fingerprint": {}}
+    with pytest.raises(BundleError, match="768"):
+        KeypointDetector(backbone, bundle)
+    save_bundle(tiny_bundle(backbone), tmp_path / "b")
+    det = KeypointDetector.from_bundle(tmp_path / "b")
+    assert det.num_keypoints == 5
+    det.close()
+
+
+def test_bad_images_are_rejected_clearly(detector):
+    with pytest.raises(ValueError, match="uint8"):
+        detector.detect(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="HxWx3"):
+        detector.detect(np.zeros((8, 8, 5), np.uint8))
