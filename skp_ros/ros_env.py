@@ -41,7 +41,8 @@ def local_ros_env(
     """Return a copy of `base` (default os.environ) configured for loopback-only ROS 2."""
     env = dict(os.environ if base is None else base)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_LOCALHOST_ONLY"] = "1"  # honoured by older distributions, ignored by newer ones
+    # ROS_LOCALHOST_ONLY is deprecated; when set it overrides the discovery range in Jazzy.
+    env.pop("ROS_LOCALHOST_ONLY", None)
     env["ROS_DOMAIN_ID"] = str(domain_id_for(os.getpid()) if domain_id is None else domain_id)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
@@ -60,4 +61,5 @@ def apply_local_ros_env(domain_id: int | None = None) -> dict[str, str]:
     env = local_ros_env(domain_id)
     changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
     os.environ.update(changed)
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)
     return changed

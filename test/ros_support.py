@@ -22,8 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIXES = ("fastrtps_", "fastdds_", "sem.fastrtps_", "sem.fastdds_")
 
-# Discovery usually matches in well under a second but sometimes takes ~3 s.
-MATCH_TIMEOUT_S = 20.0
+# Discovery usually matches in well under a second but sometimes takes ~3 s; a child process
+# also has to import torch/OpenCV first, which on a loaded 2-core machine can take a while.
+# This is a ceiling, not a sleep: waits end as soon as their condition holds.
+MATCH_TIMEOUT_S = 60.0
 
 
 def shm_entries() -> set[str]:
