@@ -45,8 +45,11 @@ def alpha_bar_t0(
 
 
 def draw_noise(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
-    """eps ~ N(0, I) drawn on the generator's device (so a CPU generator gives the same noise
-    whatever device the model runs on), then moved to ``like``'s device and dtype."""
+    """Draw N(0, I) noise on the generator's device, then move it to ``like``'s device and dtype.
+
+    Drawing where the generator lives makes a CPU generator give the same noise whatever device
+    the model runs on.
+    """
     eps = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
     return eps.to(device=like.device, dtype=like.dtype)
 
