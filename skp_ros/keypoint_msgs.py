@@ -3,7 +3,8 @@
 This is how visual-odometry front ends publish feature tracks: a standard message every ROS
 tool can record, replay and inspect, with no custom interface package to build. Layout written
 by :func:`keypoints_to_cloud`: ``u`` = x pixel (right), ``v`` = y pixel (down) in the input
-image (pixel-centre convention: the centre of the top-left pixel is (0.5, 0.5)); the header is
+image, with the centre of the top-left pixel at (0, 0) as in OpenCV and image_geometry, so
+(u, v) project with the camera's CameraInfo directly; the header is
 the input image's; height 1, width K, point_step 16, little-endian; ``is_dense`` is True
 unless a coordinate or score is NaN/inf. Ids are stored as float32, exact up to 2**24.
 

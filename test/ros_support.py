@@ -35,10 +35,38 @@ def shm_entries() -> set[str]:
     return {p.name for p in SHM_DIR.iterdir() if p.name.startswith(SHM_PREFIXES)}
 
 
-def remove_shm_entries(names: set[str]) -> None:
-    for name in names:
+def mapped_shm_paths() -> set[str]:
+    """Every /dev/shm file some live process has mapped (other test sessions' DDS segments)."""
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
-            (SHM_DIR / name).unlink()
+            text = maps.read_text()
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        mapped.update(
+            line.split(None, 5)[5].strip()
+            for line in text.splitlines()
+            if "/dev/shm/" in line and len(line.split(None, 5)) == 6
+        )
+    return mapped
+
+
+def remove_shm_entries(names: set[str]) -> None:
+    """Remove leftovers of killed processes, never a segment a live process still maps.
+
+    Another session's DDS participants may have created files while we ran; deleting one of
+    those would cut them off from every participant started later.
+    """
+    in_use = mapped_shm_paths()
+    for name in names:
+        path = SHM_DIR / name
+        base = name.removeprefix("sem.").removesuffix("_el").removesuffix("_mutex")
+        if str(path) in in_use or str(SHM_DIR / base) in in_use:
+            continue
+        if name.startswith(("fastrtps_port", "sem.fastrtps_port")):
+            continue  # port files are shared by every participant on the machine
+        try:
+            path.unlink()
         except OSError:
             pass
 
