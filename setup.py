@@ -35,6 +35,9 @@ setup(
     entry_points={
         "console_scripts": [
             "image_source = skp_ros.image_source:main",
+            "skp-bench = skp_core.benchmark:main",
+            "keypoint_node = skp_ros.keypoint_node:main",
+            "skp-train = offline_tools.train:main",
         ],
     },
 )

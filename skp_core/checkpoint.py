@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read: the message names the file and what to do."""
 
 
-def _atomic_write(path: Path, write) -> None:
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, fsync it, rename it over `path`.
+
+    A crash at any point leaves either the old file or the new one, never a partial file.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -46,9 +61,9 @@ def save_checkpoint(
     step = meta.get("step")
     tensor_name = f"checkpoint-{step}.safetensors" if step is not None else TENSORS
     payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic_write(directory / tensor_name, lambda tmp: save_file(payload, tmp))
+    atomic_write(directory / tensor_name, lambda tmp: save_file(payload, tmp))
     text = json.dumps({**meta, "tensors": tensor_name}, indent=2, sort_keys=True)
-    _atomic_write(directory / META, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(directory / META, lambda tmp: Path(tmp).write_text(text))
     # Older tensor files are no longer referenced by the committed JSON.
     for old in directory.glob("checkpoint-*.safetensors"):
         if old.name != tensor_name:

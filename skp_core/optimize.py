@@ -25,15 +25,55 @@ from skp_core.attention_maps import AttentionMapper
 from skp_core.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from skp_core.config import MethodConfig
 from skp_core.furthest_point_sampling import select_keypoint_tokens
-from skp_core.latents import noise_latents_t0
+from skp_core.latents import add_noise_t0, draw_noise
 from skp_core.losses import keypoint_losses
 
 # A source of training images: len() and [i] -> [3, H, W] in [0, 1] or a dict with "image".
 ImageSource = Sequence[Any]
 
 
+# Settings the optimization never reads (plus the step budget): a checkpoint may be resumed
+# with other values of these, e.g. to train longer or to evaluate with more views.
+RESUME_FREE_SETTINGS = frozenset(
+    {"steps", "selection_images", "num_views", "include_identity_view"}
+)
+
+
+def resumable_settings(config: MethodConfig | dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint must match to be resumed under `config`."""
+    data = config.to_dict() if isinstance(config, MethodConfig) else dict(config)
+    return {k: v for k, v in data.items() if k not in RESUME_FREE_SETTINGS}
+
+
 class OptimizationError(RuntimeError):
     """The optimization cannot go on (e.g. a non-finite loss); the last checkpoint is kept."""
+
+
+def shard_slice(n: int, rank: int, world_size: int) -> slice:
+    """Contiguous, balanced block of n items for `rank`; blocks concatenate in rank order."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + int(rank < extra))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of each step in a data-parallel run (e.g. under torchrun).
+
+    Every process draws the whole step (image indices, views, noise) from the same generator
+    and computes only rows `rows(n)` of it, so the union over processes is exactly the
+    single-process batch. `all_reduce_sum` sums a tensor in place across processes; it carries
+    the context gradient and the loss terms in one call, so every process takes the same Adam
+    step and sees the same (global) losses, and a non-finite loss stops all of them together.
+    """
+
+    rank: int
+    world_size: int
+    all_reduce_sum: Callable[[Tensor], None]
+
+    def rows(self, n: int) -> slice:
+        """This rank's rows of a step of n images."""
+        return shard_slice(n, self.rank, self.world_size)
 
 
 @dataclass
@@ -73,7 +113,9 @@ class TokenOptimizer:
     """Runs, checkpoints and resumes the optimization of one context.
 
     `gradient_hook` (if given) is called on the context gradient before each optimizer step;
-    distributed training uses it to all-reduce gradients across processes.
+    distributed training uses it to all-reduce gradients across processes. With `shard`, this
+    process computes only its rows of every step (see `Shard`), all-reduces the gradient and
+    losses itself, and only rank 0 writes checkpoints (every rank resumes from them).
     """
 
     def __init__(
@@ -86,10 +128,17 @@ class TokenOptimizer:
         gradient_hook: Callable[[Tensor], None] | None = None,
         sample_offset: int = 0,
         progress: bool = True,
+        shard: Shard | None = None,
     ) -> None:
         config.validate()
         if len(images) == 0:
             raise ValueError("no training images")
+        if shard is not None and shard.world_size > config.images_per_step:
+            raise ValueError(
+                f"images_per_step ({config.images_per_step}) must be at least the number of "
+                f"processes ({shard.world_size}): each process needs an image of every step"
+            )
+        self.shard = shard
         self.mapper = mapper
         self.images = images
         self.config = config
@@ -119,7 +168,7 @@ class TokenOptimizer:
         return tensors
 
     def save(self) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or (self.shard is not None and self.shard.rank != 0):
             return
         meta = {
             "step": self.step,
@@ -134,9 +183,8 @@ class TokenOptimizer:
         if self.checkpoint_dir is None or not has_checkpoint(self.checkpoint_dir):
             return False
         tensors, meta = load_checkpoint(self.checkpoint_dir)
-        # Everything but the step budget must match: a run may be resumed to go on longer.
-        saved = {k: v for k, v in meta.get("config", {}).items() if k != "steps"}
-        if saved != {k: v for k, v in self.config.to_dict().items() if k != "steps"}:
+        # Everything the optimization reads must match: a run may be resumed to go on longer.
+        if resumable_settings(meta.get("config", {})) != resumable_settings(self.config):
             raise OptimizationError(
                 f"the checkpoint in {self.checkpoint_dir} was made with other settings; "
                 "use a new output directory or the same settings to resume"
@@ -155,10 +203,8 @@ class TokenOptimizer:
         return True
 
     # -- one step -------------------------------------------------------------------------
-    def _batch(self) -> tuple[Tensor, Tensor]:
-        """Indices drawn with the run's generator; latents of originals cached (no grad)."""
-        n = self.config.images_per_step
-        indices = torch.randint(len(self.images), (n,), generator=self.generator)
+    def _batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Images of the given indices; latents of originals cached (no grad)."""
         images = stack_resized(
             [image_of(self.images[int(i)]) for i in indices], self.config.image_size, self.device
         )
@@ -172,18 +218,25 @@ class TokenOptimizer:
 
     def train_step(self) -> dict[str, float]:
         cfg = self.config
-        images, latents = self._batch()
+        n = cfg.images_per_step
+        rows = slice(0, n) if self.shard is None else self.shard.rows(n)
+        # The whole step is drawn in the same order whatever the shard: indices, views, noise.
+        indices = torch.randint(len(self.images), (n,), generator=self.generator)
         theta = sample_affine(
-            images.shape[0],
+            n,
             self.generator,
             rotation_deg=cfg.rotation_deg,
             scale_range=(cfg.scale_min, cfg.scale_max),
             translation=cfg.translation,
             device=self.device,
-        )
+        )[rows]
+        images, latents = self._batch(indices[rows])
         transformed_latents = self.mapper.latents(warp(images, theta))
         z = torch.cat([latents, transformed_latents])
-        z_t = noise_latents_t0(z, self.generator)
+        eps = draw_noise((2 * n, *z.shape[1:]), self.generator, z)
+        if self.shard is not None:
+            eps = torch.cat([eps[rows], eps[n:][rows]])
+        z_t = add_noise_t0(z, eps)
         self.optimizer.zero_grad(set_to_none=True)
         maps = self.mapper.maps_from_latents(z_t, self.context)
         original, transformed = maps.chunk(2)
@@ -199,10 +252,21 @@ class TokenOptimizer:
             equivariance_weight=cfg.equivariance_weight,
             localization_weight=cfg.localization_weight,
         )
-        terms.total.backward()
+        losses = torch.stack([terms.total, terms.equivariance, terms.localization])
+        if self.shard is None:
+            terms.total.backward()
+        else:
+            # Losses are means over images: weight this shard by its share, then sum.
+            share = original.shape[0] / n
+            (terms.total * share).backward()
+            grad = self.context.grad
+            packed = torch.cat([grad.flatten(), losses.detach().to(grad.dtype) * share])
+            self.shard.all_reduce_sum(packed)
+            grad.copy_(packed[: grad.numel()].view_as(grad))
+            losses = packed[grad.numel() :]
         if self.gradient_hook is not None:
             self.gradient_hook(self.context.grad)
-        values = torch.stack([terms.total, terms.equivariance, terms.localization]).tolist()
+        values = losses.tolist()
         if not all(math.isfinite(v) for v in values):
             raise OptimizationError(
                 f"non-finite loss at step {self.step + 1} ({values}); the last good checkpoint "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,11 +24,13 @@ __all__ = [
     "H36M_SWAP_PAIRS",
     "H36M_SWAP_PERMUTATION",
     "H36M_UPSTREAM_SWAP_PAIRS",
+    "REGRESSOR_KINDS",
     "H36MRegression",
     "apply_regressor",
     "fit_linear_regressor",
     "fit_linear_regressor_h36m",
     "fit_linear_regressor_visible",
+    "fit_regressor",
     "permutation_from_pairs",
     "swap_left_right",
 ]
@@ -315,3 +318,40 @@ def fit_linear_regressor_h36m(
         converged=count <= min_swaps,
         num_preferring_swap=count,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Dispatch by the protocol's regressor kind
+# --------------------------------------------------------------------------------------------
+
+REGRESSOR_KINDS: tuple[str, ...] = ("linear", "visible", "h36m")
+
+
+def fit_regressor(
+    kind: str,
+    discovered: np.ndarray,
+    annotations: np.ndarray,
+    visibility: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit the regressor a dataset's protocol names (`DatasetProtocol.regressor`).
+
+    Returns W [2K, 2J] and a JSON-able summary (kind, samples, and for "h36m" the swap loop's
+    outcome), so every tool fits a dataset the same way. "visible" needs `visibility`.
+    """
+    info: dict[str, Any] = {"kind": kind, "num_samples": int(np.shape(discovered)[0])}
+    if kind == "linear":
+        return fit_linear_regressor(discovered, annotations), info
+    if kind == "visible":
+        if visibility is None:
+            raise ValueError("the visible regressor needs a visibility array")
+        return fit_linear_regressor_visible(discovered, annotations, visibility), info
+    if kind == "h36m":
+        fit = fit_linear_regressor_h36m(discovered, annotations)
+        info.update(
+            iterations=fit.iterations,
+            converged=fit.converged,
+            num_swapped=int(fit.swapped.sum()),
+            num_preferring_swap=fit.num_preferring_swap,
+        )
+        return fit.weights, info
+    raise ValueError(f"unknown regressor kind {kind!r}; choose one of {REGRESSOR_KINDS}")

@@ -1,0 +1,374 @@
+"""skp-train end to end on the tiny model and the on-disk fixtures of every dataset type.
+
+Real files, real backbone (the built-in tiny one), no mocks. Settings are the smallest that
+still exercise every stage: 64 px images, 16x16 maps, 24 tokens, 3 steps, 4 keypoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from offline_tools.datasets import load_dataset
+from offline_tools.fixtures import write_fixture
+from offline_tools.train import build_parser, main, resolve_settings
+from skp_core.bundle import load_bundle
+from skp_core.checkpoint import load_checkpoint
+from skp_core.metrics import DATASET_PROTOCOLS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "--model", "tiny",
+    "--image-size", "64",
+    "--feature-resolution", "16",
+    "--num-tokens", "24",
+    "--steps", "3",
+    "--top-k", "4",
+    "--num-candidates", "8",
+    "--num-views", "2",
+    "--selection-images", "4",
+    "--num-workers", "0",
+    "--no-progress",
+]  # fmt: skip
+
+ANNOTATED = (
+    "celeba_aligned",
+    "celeba_wild",
+    "cub_aligned",
+    "cub_001",
+    "taichi",
+    "deepfashion",
+    "human3.6m",
+    "unaligned_human3.6m",
+)
+REPORT_FIGURES = ("keypoints.png", "attention_maps.png", "loss.png", "metric.png", "errors.png")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Fixture datasets, each written once for the module on first use."""
+    base = tmp_path_factory.mktemp("data")
+
+    def root(name: str) -> Path:
+        folder = base / name
+        if not folder.exists():
+            write_fixture(name, folder)
+        return folder
+
+    return root
+
+
+def train(dataset: str, root: Path, out: Path, *extra: str) -> int:
+    return main(["--dataset", dataset, "--data-root", str(root), "--out", str(out), *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def celeba_run(data, tmp_path_factory):
+    """One complete celeba_aligned run shared by the tests that inspect or rerun a run."""
+    out = tmp_path_factory.mktemp("runs") / "celeba"
+    assert train("celeba_aligned", data("celeba_aligned"), out) == 0
+    return out
+
+
+def assert_valid_pngs(folder: Path, names) -> None:
+    for name in names:
+        path = folder / name
+        assert path.is_file(), f"missing {path}"
+        with Image.open(path) as image:
+            image.verify()
+            assert image.format == "PNG"
+        with Image.open(path) as image:
+            assert min(image.size) > 50
+
+
+def check_annotated_run(dataset: str, root: Path, out: Path) -> None:
+    protocol = DATASET_PROTOCOLS[dataset]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == dataset
+    assert metrics["metric"] == protocol.metric
+    assert metrics["published"] == protocol.published
+    assert metrics["regressor"]["kind"] == protocol.regressor
+    assert math.isfinite(metrics["mean"])
+    test_set = load_dataset(dataset, root, "test", image_size=64)
+    assert metrics["num_images"] == len(test_set)
+
+    with open(out / "per_image_errors.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["index", "path", protocol.metric]
+    assert len(rows) == 1 + len(test_set)
+    assert all(math.isfinite(float(r[2])) for r in rows[1:] if r[2])
+
+    for split in ("regression", "test"):
+        tensors = load_file(out / f"keypoints_{split}.safetensors")
+        n = len(load_dataset(dataset, root, split, image_size=64))
+        assert tensors["keypoints"].shape == (n, 4, 2)
+        assert ((tensors["keypoints"] > 0) & (tensors["keypoints"] < 1)).all()
+        assert tensors["annotations"].shape[0] == tensors["visibility"].shape[0] == n
+
+    bundle = load_bundle(out / "bundle")
+    assert bundle.regressor is not None
+    assert bundle.num_keypoints == 4 and bundle.num_tokens == 24
+    assert bundle.landmark_names == list(test_set.landmark_names)
+    assert bundle.num_landmarks == len(test_set.landmark_names)
+    assert bundle.metrics["metric"] == protocol.metric
+    assert bundle.metrics["mean"] == pytest.approx(metrics["mean"])
+    assert bundle.dataset["name"] == dataset
+    assert bundle.training["steps_done"] == 3
+    assert bundle.backbone["model"] == "tiny"
+
+    assert (out / "report" / "index.html").is_file()
+    assert_valid_pngs(out / "report", REPORT_FIGURES)
+    html = (out / "report" / "index.html").read_text()
+    assert protocol.metric in html and all(name in html for name in REPORT_FIGURES)
+
+
+@pytest.mark.parametrize("dataset", ANNOTATED)
+def test_every_dataset_end_to_end(dataset, data, celeba_run, tmp_path, capsys):
+    if dataset == "celeba_aligned":
+        out = celeba_run
+    else:
+        out = tmp_path / "run"
+        assert train(dataset, data(dataset), out) == 0
+        summary = capsys.readouterr().out
+        assert DATASET_PROTOCOLS[dataset].metric in summary
+        assert "paper" in summary and str(out / "bundle") in summary
+    check_annotated_run(dataset, data(dataset), out)
+
+
+def test_custom_folder(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train("custom", data("custom"), out) == 0
+    captured = capsys.readouterr()
+    assert "unreadable images skipped: 1" in captured.out
+    assert "broken.jpg" in captured.err  # the one-line warning names the file
+    assert not (out / "metrics.json").exists()
+    assert not list(out.glob("keypoints_*.safetensors"))
+    bundle = load_bundle(out / "bundle")
+    assert bundle.regressor is None and bundle.metrics is None
+    assert bundle.num_keypoints == 4
+    assert_valid_pngs(out / "report", ("keypoints.png", "attention_maps.png", "loss.png"))
+    assert (out / "report" / "report.md").is_file()
+    # Stages that need annotations are refused, clearly.
+    assert train("custom", data("custom"), out, "--stages", "regress") == 2
+    assert "do not apply" in capsys.readouterr().err
+
+
+def test_rerun_skips_finished_stages(celeba_run, data, capsys):
+    state = json.loads((celeba_run / "stages.json").read_text())
+    assert train("celeba_aligned", data("celeba_aligned"), celeba_run) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date") == 6
+    assert json.loads((celeba_run / "stages.json").read_text()) == state
+
+
+def test_interrupted_run_resumes(data, tmp_path):
+    """--steps 2 (as a real subprocess), then --steps 4: the same context as 4 straight steps."""
+    root = data("celeba_aligned")
+    out = tmp_path / "resumed"
+    args = ["--dataset", "celeba_aligned", "--data-root", str(root), "--out", str(out), *TINY]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "offline_tools.train", *args, "--steps", "2", "--num-workers", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "inter_eye_distance" in done.stdout and "bundle:" in done.stdout
+    _, meta = load_checkpoint(out / "checkpoints")
+    assert meta["step"] == 2
+    first_select = json.loads((out / "stages.json").read_text())["select"]["key"]
+
+    assert main([*args, "--steps", "4"]) == 0
+    _, meta = load_checkpoint(out / "checkpoints")
+    assert meta["step"] == 4 and len(meta["history"]) == 4
+    # The new context invalidated what was derived from the old one.
+    state = json.loads((out / "stages.json").read_text())
+    assert state["select"]["key"] != first_select
+    assert load_bundle(out / "bundle").training["steps_done"] == 4
+
+    straight = tmp_path / "straight"
+    straight_args = ["--out", str(straight), "--steps", "4", "--stages", "optimize"]
+    assert main([*args, *straight_args]) == 0
+    resumed, _ = load_checkpoint(out / "checkpoints")
+    uninterrupted, straight_meta = load_checkpoint(straight / "checkpoints")
+    assert torch.equal(resumed["context"], uninterrupted["context"])
+    assert [h["loss"] for h in meta["history"]] == [h["loss"] for h in straight_meta["history"]]
+
+
+def test_stages_run_alone(celeba_run, data, capsys):
+    root = data("celeba_aligned")
+    keypoint_files = [celeba_run / f"keypoints_{s}.safetensors" for s in ("regression", "test")]
+    stamps = [p.stat().st_mtime_ns for p in keypoint_files]
+    before = json.loads((celeba_run / "metrics.json").read_text())
+    (celeba_run / "regressor.safetensors").unlink()
+    (celeba_run / "metrics.json").unlink()
+    capsys.readouterr()
+    assert train("celeba_aligned", root, celeba_run, "--stages", "regress,evaluate") == 0
+    out = capsys.readouterr().out
+    assert "regress" in out and "evaluate" in out and "optimize" not in out
+    after = json.loads((celeba_run / "metrics.json").read_text())
+    assert after["mean"] == pytest.approx(before["mean"])
+    assert [p.stat().st_mtime_ns for p in keypoint_files] == stamps  # precompute not rerun
+
+    # Up to date stages are skipped unless forced.
+    finished = json.loads((celeba_run / "stages.json").read_text())["regress"]["finished"]
+    assert train("celeba_aligned", root, celeba_run, "--stages", "regress") == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (
+        train("celeba_aligned", root, celeba_run, "--stages", "regress", "--force", "regress") == 0
+    )
+    assert "up to date" not in capsys.readouterr().out
+    state = json.loads((celeba_run / "stages.json").read_text())
+    assert state["regress"]["finished"] >= finished
+
+
+def test_stage_without_its_inputs_is_a_clear_error(data, tmp_path, capsys):
+    out = tmp_path / "empty"
+    assert train("celeba_aligned", data("celeba_aligned"), out, "--stages", "evaluate") == 2
+    err = capsys.readouterr().err
+    assert "keypoints_test.safetensors is missing" in err and "precompute" in err
+
+
+def test_evaluate_an_existing_bundle(celeba_run, data, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["--dataset", "celeba_aligned", "--data-root", str(data("celeba_aligned"))]
+    args += ["--out", str(out), "--bundle", str(celeba_run / "bundle"), "--num-workers", "0"]
+    args += ["--max-regression-images", "4"]
+    assert main([*args, "--no-progress", "--stages", "precompute,evaluate"]) == 0
+    assert "optimize" not in capsys.readouterr().out
+    assert not (out / "checkpoints").exists()
+    assert load_file(out / "keypoints_regression.safetensors")["keypoints"].shape[0] == 4
+    original = json.loads((celeba_run / "metrics.json").read_text())
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["mean"] == pytest.approx(original["mean"])  # same tokens, views, regressor
+
+
+def test_yaml_precedence(tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": "celeba_aligned",
+                "data-root": "/data/celeba",
+                "batch_size": 7,
+                "lr": "5e-2",
+                "method": {"num_views": 3, "top_k": 5},
+            }
+        )
+    )
+
+    def resolve(*argv):
+        return resolve_settings(build_parser().parse_args(["--config", str(config), *argv]))
+
+    settings = resolve("--model", "tiny", "--out", "run", "--num-views", "2")
+    cfg = settings.config
+    assert cfg.num_views == 2  # CLI over YAML
+    assert cfg.lr == 0.05 and cfg.top_k == 5  # YAML over the tiny defaults
+    assert cfg.num_tokens == 64 and cfg.sigma == 1.0  # tiny defaults
+    assert settings.options.batch_size == 7 and settings.options.num_workers == 2
+    assert settings.options.data_root == Path("/data/celeba")
+    reference = resolve("--model", "sd-legacy/stable-diffusion-v1-5", "--out", "run")
+    assert reference.config.num_tokens == 500 and reference.config.sigma == 2.0
+    assert reference.config.lr == 0.05 and reference.config.num_views == 3
+
+
+def test_written_config_reproduces_the_run(celeba_run):
+    written = yaml.safe_load((celeba_run / "config.yaml").read_text())
+    assert written["method"]["num_tokens"] == 24 and written["model"] == "tiny"
+    args = build_parser().parse_args(["--config", str(celeba_run / "config.yaml")])
+    settings = resolve_settings(args)
+    assert settings.config.to_dict() == load_bundle(celeba_run / "bundle").method
+    assert settings.options.out == celeba_run
+
+
+def test_bad_settings_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: celeba_aligned\nlearning_rate: 3\n")
+    assert main(["--config", str(bad), "--data-root", "x", "--model", "tiny", "--out", "o"]) == 2
+    assert "unknown setting(s)" in capsys.readouterr().err
+    assert main(["--dataset", "celeba_aligned", "--data-root", "x", "--out", "o"]) == 2
+    assert "--model is required" in capsys.readouterr().err
+    args = ["--dataset", "celeba_aligned", "--data-root", "x", "--out", "o", "--model", "tiny"]
+    assert main([*args, "--top-k", "30"]) == 2
+    assert "top_k must not exceed num_candidates" in capsys.readouterr().err
+
+
+def test_missing_data_root_exit_2(tmp_path, capsys):
+    missing = tmp_path / "no" / "celeba"
+    assert train("celeba_aligned", missing, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err
+    assert err.startswith("skp-train: error:") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_missing_model_weights_exit_2(data, tmp_path, capsys):
+    root = data("celeba_aligned")
+    args = ["--dataset", "celeba_aligned", "--data-root", str(root), "--out", str(tmp_path)]
+    assert main([*args, *TINY, "--model", str(tmp_path / "no-such-model")]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "Traceback" not in err
+
+
+def test_non_finite_loss_exit_1_keeps_checkpoint(data, tmp_path, capsys):
+    root = data("celeba_aligned")
+    out = tmp_path / "nan"
+    extra = ["--stages", "optimize", "--checkpoint-every", "1", "--lr", "1e30"]
+    assert train("celeba_aligned", root, out, *extra) == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss at step 2" in err and str(out / "checkpoints") in err
+    _, meta = load_checkpoint(out / "checkpoints")
+    assert meta["step"] == 1
+
+
+def test_changed_optimization_settings_need_force(celeba_run, data, capsys):
+    root = data("celeba_aligned")
+    assert train("celeba_aligned", root, celeba_run, "--stages", "optimize", "--lr", "0.1") == 1
+    err = capsys.readouterr().err
+    assert "other settings" in err and "--force optimize" in err
+    # Settings the optimization never reads do not block resuming it.
+    assert (
+        train("celeba_aligned", root, celeba_run, "--stages", "optimize", "--num-views", "3") == 0
+    )
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_precompute_resumes_after_a_crash(celeba_run, data, tmp_path, capsys):
+    """A broken test image stops precompute; finished chunks survive and are not redone."""
+    root = data("celeba_aligned")
+    broken = Path(load_dataset("celeba_aligned", root, "test", image_size=64)[2]["path"])
+    original = broken.read_bytes()
+    out = tmp_path / "chunks"
+    args = ["--bundle", str(celeba_run / "bundle"), "--stages", "precompute"]
+    args += ["--precompute-chunk", "1"]
+    try:
+        broken.write_bytes(original[:40])
+        assert train("celeba_aligned", root, out, *args) == 2
+        assert str(broken) in capsys.readouterr().err
+        parts = list((out / "precompute_parts").glob("test-*/chunk-*.safetensors"))
+        assert len(parts) == 2 and not (out / "keypoints_test.safetensors").exists()
+    finally:
+        broken.write_bytes(original)
+    assert train("celeba_aligned", root, out, *args) == 0
+    captured = capsys.readouterr()
+    assert "precompute test: resuming, 2 of 3 chunks done" in captured.err, captured
+    assert not (out / "precompute_parts").exists()
+    for split in ("regression", "test"):
+        ours = load_file(out / f"keypoints_{split}.safetensors")
+        reference = load_file(celeba_run / f"keypoints_{split}.safetensors")
+        assert all(torch.equal(ours[k], reference[k]) for k in reference)
