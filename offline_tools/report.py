@@ -3,7 +3,7 @@
 Why: a number alone does not say whether the keypoints are sensible. The report shows the
 discovered keypoints and the regressed landmarks against the annotations on test images, the
 selected tokens' attention maps, the loss curves, and the metric beside the paper's number.
-Keypoints are drawn with skp_ros.overlay, the same code the robot's debug image uses; plots
+Keypoints are drawn with skp_core.overlay, the same code the robot's debug image uses; plots
 use matplotlib's object API (no pyplot global state, no display needed).
 
 Input is the plain dict `TrainingRun._report_content` gathers; nothing here computes method
@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from skp_core.detector import normalized_to_pixels
-from skp_ros.overlay import blend_heatmap, combine_maps, render_overlay
+from skp_core.overlay import blend_heatmap, combine_maps, render_overlay
 
 __all__ = ["write_report"]
 

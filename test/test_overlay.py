@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skp_ros.overlay import blend_heatmap, combine_maps, draw_keypoints, render_overlay
+from skp_core.overlay import blend_heatmap, combine_maps, draw_keypoints, render_overlay
 
 COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200)]
 
