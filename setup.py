@@ -38,6 +38,7 @@ setup(
             "skp-bench = skp_core.benchmark:main",
             "keypoint_node = skp_ros.keypoint_node:main",
             "skp-train = offline_tools.train:main",
+            "skp-replay = skp_ros.replay:main",
         ],
     },
 )
