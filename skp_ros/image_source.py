@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from skp_ros.camera_sweep import sample_photo, sweep_frame
 from skp_ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
+from skp_ros.process import spin_node
 from skp_ros.qos import describe_qos, make_qos
 
 
@@ -79,18 +78,7 @@ class ImageSource(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = ImageSource()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(ImageSource, args if args is not None else sys.argv)
 
 
 if __name__ == "__main__":

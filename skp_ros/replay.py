@@ -32,7 +32,6 @@ import math
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -65,6 +64,7 @@ from skp_ros.bag_io import (
     replace_header_stamp,
 )
 from skp_ros.camera_sweep import SAMPLE_PHOTOS, sample_photo, sweep_frame
+from skp_ros.process import stop_child
 
 __all__ = [
     "BAG_EPOCH_NS",
@@ -375,18 +375,6 @@ def _log_tail(path: Path | None, lines: int = 30) -> str:
         return ""
     text = path.read_text(errors="replace").splitlines()
     return "\n".join(text[-lines:])
-
-
-def _stop_child(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
-    """SIGINT (the node's clean shutdown path), then SIGKILL; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return int(proc.returncode)
 
 
 def _wait(condition: Any, timeout: float, child: subprocess.Popen[bytes] | None) -> bool:
@@ -750,7 +738,7 @@ def replay_bag(
         if player is not None:
             player.close()
         if child is not None:
-            exit_code = _stop_child(child)
+            exit_code = stop_child(child)
 
     with state.lock:
         received = sorted(state.received, key=lambda r: r.mono_ns)
@@ -1070,21 +1058,9 @@ def _echo_main(ros_args: list[str], local: bool) -> int:
 
         domain = os.environ.get("ROS_DOMAIN_ID")
         apply_local_ros_env(int(domain) if domain and domain.isdigit() else None)
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from skp_ros.process import spin_node
 
-    rclpy.init(args=["skp_replay_echo", *ros_args])
-    node = None
-    try:
-        node = _make_echo_node()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(_make_echo_node, ["skp_replay_echo", *ros_args])
 
 
 def _make_echo_node() -> Any:

@@ -8,7 +8,6 @@ processes in /dev/shm are removed.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from skp_ros.process import stop_child
 from skp_ros.ros_env import apply_local_ros_env, local_ros_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -123,12 +123,6 @@ def ros_process(
 
 def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> str:
     """SIGINT, then SIGKILL if needed; return whatever the process printed."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_child(proc, timeout)
     out = proc.stdout.read() if proc.stdout else ""
     return out or ""

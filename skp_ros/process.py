@@ -1,0 +1,44 @@
+"""Process lifetime shared by our executables and by whoever starts them (replay, tests).
+
+A ROS executable must exit cleanly on Ctrl-C and on `ros2 launch` shutdown (which may surface
+as ExternalShutdownException instead of KeyboardInterrupt); a parent stopping it sends SIGINT
+first so the child can take that clean path, and kills it only if it does not.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+
+def spin_node(make_node: Callable[[], Node], args: Sequence[str] | None) -> int:
+    """rclpy.init, build the node, spin until shutdown, clean up; exit code 0."""
+    rclpy.init(args=list(args) if args is not None else None)
+    node = None
+    try:
+        node = make_node()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def stop_child(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGINT (the child's clean shutdown path), then SIGKILL; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
