@@ -39,6 +39,7 @@ setup(
             "keypoint_node = skp_ros.keypoint_node:main",
             "skp-train = offline_tools.train:main",
             "skp-replay = skp_ros.replay:main",
+            "skp-node-bench = skp_ros.node_benchmark:main",
         ],
     },
 )

@@ -2,55 +2,12 @@
 
 The context is seeded random (not trained): the node tests check plumbing (messages, stamps,
 lifecycle, QoS), not keypoint quality, and the tiny model's peaked attention already gives
-distinct, deterministic keypoints.
+distinct, deterministic keypoints. The one implementation lives in the product
+(`skp_ros.node_benchmark`), since `skp-node-bench` writes the same bundle when given none.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from skp_ros.node_benchmark import make_tiny_bundle
 
-import torch
-
-from skp_core.backbone import load_backbone
-from skp_core.bundle import Bundle, save_bundle
-from skp_core.config import default_config
-
-
-def make_tiny_bundle(
-    path: Path,
-    *,
-    num_landmarks: int = 0,
-    seed: int = 0,
-    context_dim: int | None = None,
-    method_overrides: dict[str, Any] | None = None,
-) -> Path:
-    """Write a bundle for `load_backbone("tiny")` at `path` and return the path.
-
-    `num_landmarks` > 0 adds a random linear regressor (so the node publishes ~/landmarks);
-    `context_dim` different from the backbone's makes a bundle/backbone mismatch.
-    """
-    backbone = load_backbone("tiny")
-    method = default_config("tiny").to_dict()
-    method.update(method_overrides or {})
-    generator = torch.Generator().manual_seed(seed)
-    dim = backbone.context_dim if context_dim is None else context_dim
-    context = torch.randn(method["num_tokens"], dim, generator=generator)
-    k = int(method["top_k"])
-    regressor = None
-    landmark_names = None
-    if num_landmarks:
-        # Near-identity-like random map, kept small so landmarks stay near the image.
-        regressor = 0.3 * torch.randn(2 * k, 2 * num_landmarks, generator=generator) / k
-        landmark_names = [f"joint{j}" for j in range(num_landmarks)]
-    bundle = Bundle(
-        context=context,
-        selected_indices=torch.arange(k, dtype=torch.int64),
-        regressor=regressor,
-        landmark_names=landmark_names,
-        keypoint_names=[f"part_{i}" for i in range(k)],
-        backbone={"model": "tiny", "fingerprint": backbone.fingerprint},
-        method=method,
-        training={"note": "random test bundle, not trained"},
-    )
-    return save_bundle(bundle, path)
+__all__ = ["make_tiny_bundle"]
