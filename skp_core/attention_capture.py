@@ -176,23 +176,25 @@ def upsampled_cross_attention(
     """``weight`` x head-summed token softmax of one layer at ``resolution`` [B, T, R*R].
 
     With ``weight = 1 / heads`` this is the head mean; the capture folds the layer mean in too.
-    ``hidden_states`` [B, h*w, C] are the (already norm2-normalized) inputs of attn2. They are
-    bicubically upsampled before ``to_q`` so that the maps are sharper than the layer's native
-    16x16/32x32 grid. Logits and softmax run in float32 whatever the backbone dtype, one head at
-    a time, in forward and (recomputed) in backward.
+    METHOD: the (norm2-normalized) inputs of attn2 [B, h*w, C] are bicubically upsampled to
+    R x R, then ``q = to_q(.)``. Upsampling acts on each channel over space and to_q on the
+    channels at each position; both are linear (bicubic weights sum to one, so a bias commutes
+    too), hence ``upsample(to_q(x)) == to_q(upsample(x))`` exactly. We project on the native
+    16x16/32x32 grid and upsample q: the same numbers without the [R*R, C] x [C, C] projection at
+    full resolution (for SD 1.5's 1280-channel layers that product costs more than the rest of
+    the capture). Logits and softmax run in float32 whatever the backbone dtype, one head at a
+    time, in forward and (recomputed) in backward.
     """
     if attn.norm_q is not None or attn.norm_k is not None or attn.group_norm is not None:
         raise NotImplementedError("capture supports SD 1.x style attention (no q/k/group norm)")
-    b, n, c = hidden_states.shape
+    b, n, _ = hidden_states.shape
     h, w = _spatial_shape(n, latent_hw)
-    x = hidden_states.transpose(1, 2).reshape(b, c, h, w)
-    if x.device.type == "cpu" and x.dtype != torch.float32:
-        x = x.float()  # CPU bicubic kernels are not implemented for every half type
-    x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=False)
-    x = x.flatten(2).transpose(1, 2).to(hidden_states.dtype)  # [B, R*R, C]
+    q = attn.to_q(hidden_states).float()  # [B, h*w, inner] on the native grid
+    q = q.transpose(1, 2).reshape(b, -1, h, w)
+    q = F.interpolate(q, size=(resolution, resolution), mode="bicubic", align_corners=False)
+    q = q.flatten(2).transpose(1, 2)  # [B, R*R, inner]
     if attn.norm_cross:
         context = attn.norm_encoder_hidden_states(context)
-    q = attn.to_q(x).float()  # [B, R*R, inner]
     k = attn.to_k(context).float()  # [B, T, inner]
     heads = attn.heads
     # 1/sqrt(d) goes on k, the smallest tensor, rather than on the [B, T, R*R] logits.
