@@ -145,6 +145,10 @@ def test_make_bag_cli_compressed_sweep(tmp_path: Path, storage: str) -> None:
         assert np.abs(decoded - expected).mean() < 4.0  # JPEG quality 90
         assert message.stamp_ns == frame_stamp_ns(index, rate)
     assert np.all(np.diff([m.stamp_ns for m in messages]) > 0)
+    info = _run_cli("info", str(bag))
+    assert info.returncode == 0, info.stderr
+    assert f"({storage})" in info.stdout
+    assert f"{topic}  {COMPRESSED_IMAGE_TYPE}  {frames} messages" in info.stdout
 
 
 def test_make_bag_from_folder_keeps_sizes_and_order(tmp_path: Path) -> None:
