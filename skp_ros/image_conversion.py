@@ -112,6 +112,8 @@ _RGB_CHANNELS: dict[str, slice] = {
     "mono": slice(0, 1),
 }
 
+_BGR_TO_RGB: dict[str, int] = {"bgr": cv2.COLOR_BGR2RGB, "bgra": cv2.COLOR_BGRA2RGB}
+
 _YUV_TO_RGB: dict[str, int] = {
     "uyvy": cv2.COLOR_YUV2RGB_UYVY,
     "yuyv": cv2.COLOR_YUV2RGB_YUY2,
@@ -295,6 +297,10 @@ def _view_to_rgb(
         return cv2.cvtColor(np.ascontiguousarray(view), _YUV_TO_RGB[layout.order])
     if layout.depth:
         return _gray_to_rgb(_depth_to_gray(view[..., 0], depth_range))
+    if layout.dtype == "u1" and layout.order in _BGR_TO_RGB:
+        # OpenCV swaps channels ~10x faster than numpy's copy of a reversed-stride view, and it
+        # honours the row step, so padded rows need no extra copy.
+        return cv2.cvtColor(view, _BGR_TO_RGB[layout.order])
     channels = view[..., _RGB_CHANNELS[layout.order]]
     if layout.dtype == "u2":
         channels = (channels >> 8).astype(np.uint8)
