@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from skp_ros.process import stop_child
+from skp_ros.process import child_env, stop_child
 from skp_ros.ros_env import apply_local_ros_env, local_ros_env
 
 __all__ = [
@@ -472,10 +472,7 @@ def node_command(bundle: Path, device: str, params: Sequence[str]) -> list[str]:
 
 def node_env(domain_id: int) -> dict[str, str]:
     """Loopback-only environment in our domain, with this skp_ros importable by the child."""
-    env = local_ros_env(domain_id)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
-    return env
+    return child_env(local_ros_env(domain_id))
 
 
 # --------------------------------------------------------------------------- report

@@ -7,13 +7,31 @@ first so the child can take that clean path, and kills it only if it does not.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+
+# The folder holding skp_core/skp_ros/offline_tools (a source checkout or site-packages).
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` (default os.environ) with which `python -m skp_ros...` imports this skp.
+
+    Children started from a source checkout would otherwise not find the packages; output is
+    unbuffered so a child's log is complete when it is read.
+    """
+    env = dict(os.environ if base is None else base)
+    paths = [str(PACKAGE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def spin_node(make_node: Callable[[], Node], args: Sequence[str] | None) -> int:

@@ -64,7 +64,7 @@ from skp_ros.bag_io import (
     replace_header_stamp,
 )
 from skp_ros.camera_sweep import SAMPLE_PHOTOS, sample_photo, sweep_frame
-from skp_ros.process import stop_child
+from skp_ros.process import child_env, stop_child
 
 __all__ = [
     "BAG_EPOCH_NS",
@@ -99,7 +99,6 @@ WARMUP_OFFSET_NS = 1_000_000_000
 MATCH_SETTLE_S = 0.5
 """Grace period after discovery when the warm-up is disabled (as ``ros2 bag play --delay``)."""
 STRIP_HEIGHT = 240
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ReplayError(RuntimeError):
@@ -332,15 +331,6 @@ class _State:
     recording: bool = False  # set with the first replayed frame; warm-up traffic is not kept
     warmup_sent: dict[int, int] = field(default_factory=dict)  # stamp -> monotonic send ns
     warmup_latencies_ns: list[int] = field(default_factory=list)
-
-
-def _child_env() -> dict[str, str]:
-    """The current environment plus this checkout on PYTHONPATH, so `-m skp_ros...` imports."""
-    env = dict(os.environ)
-    paths = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def node_command(
@@ -667,7 +657,7 @@ def replay_bag(
         with log_path.open("wb") as log:
             child = subprocess.Popen(
                 command,
-                env=_child_env(),
+                env=child_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

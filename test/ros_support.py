@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from skp_ros.process import child_env as process_env
 from skp_ros.process import stop_child
 from skp_ros.ros_env import apply_local_ros_env, local_ros_env
 
@@ -78,9 +79,7 @@ def configure_process() -> dict[str, str]:
 
 def child_env(**extra: str) -> dict[str, str]:
     """Environment for a ROS child process: same domain as this test process."""
-    env = local_ros_env(int(os.environ["ROS_DOMAIN_ID"]))
-    pythonpath = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    env = process_env(local_ros_env(int(os.environ["ROS_DOMAIN_ID"])))
     env.update(extra)
     return env
 
