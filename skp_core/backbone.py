@@ -27,10 +27,12 @@ DEFAULT_MODEL_ID = "sd-legacy/stable-diffusion-v1-5"
 
 TINY_MODEL = "tiny"
 SD15_RANDOM_MODEL = "sd15-random"
+SD15_NARROW_MODEL = "sd15-narrow"
 
 _HINT = (
     "Pass `tiny` (e.g. --model tiny) for the built-in test model, `sd15-random` for the SD 1.5 "
-    "architecture with random weights (speed tests only), a local diffusers folder containing "
+    "architecture with random weights (speed tests only), `sd15-narrow` for its narrow variant "
+    "(speed tests of the map computation), a local diffusers folder containing "
     f"vae/ and unet/, a Hugging Face hub id already in the local cache (e.g. {DEFAULT_MODEL_ID}), "
     "or a single SD 1.x .safetensors checkpoint."
 )
@@ -111,6 +113,16 @@ TINY_VAE_CONFIG: dict[str, Any] = {
     "norm_num_groups": 8,
     "sample_size": 256,
 }
+# Narrow model: SD 1.5's blocks, 8 heads and 768-wide context, a tenth of its channel widths, so
+# that the method's own map computation (500 tokens x 128^2 pixels x 8 heads x 4 layers, which
+# does not depend on the widths) is nearly all of the cost: the benchmark that shows it.
+NARROW_UNET_CONFIG: dict[str, Any] = {**SD15_UNET_CONFIG, "block_out_channels": (32, 64, 128, 128)}
+NARROW_VAE_CONFIG: dict[str, Any] = {
+    **SD15_VAE_CONFIG,
+    "block_out_channels": (16, 32, 64, 64),
+    "norm_num_groups": 16,
+}
+
 TINY_CROSS_ATTENTION_GAIN = 3.0
 """Factor applied to the to_q and to_k weights of every attn2 layer of the tiny model.
 
@@ -181,9 +193,10 @@ def load_backbone(
 ) -> Backbone:
     """Load VAE + UNet, frozen and in eval mode, on ``device`` in ``dtype``.
 
-    ``model`` is ``tiny``, ``sd15-random``, a local diffusers folder, a hub id (resolved from the
-    local Hugging Face cache first) or an SD 1.x ``.safetensors`` file. ``seed`` only matters for
-    the two built-in random models. The global torch RNG state is left untouched.
+    ``model`` is ``tiny``, ``sd15-random``, ``sd15-narrow``, a local diffusers folder, a hub id
+    (resolved from the local Hugging Face cache first) or an SD 1.x ``.safetensors`` file.
+    ``seed`` only matters for the built-in random models. The global torch RNG state is left
+    untouched.
     """
     torch_device = _parse_device(device)
     torch_dtype = _parse_dtype(dtype)
@@ -201,6 +214,14 @@ def load_backbone(
                 seed,
             )
             vae, unet = _build_random(SD15_VAE_CONFIG, SD15_UNET_CONFIG, seed)
+            model_seed = seed
+        elif model == SD15_NARROW_MODEL:
+            logger.warning(
+                "sd15-narrow: SD 1.5 blocks at narrow widths with RANDOM weights (seed %d), for "
+                "speed measurements of the map computation only.",
+                seed,
+            )
+            vae, unet = _build_random(NARROW_VAE_CONFIG, NARROW_UNET_CONFIG, seed)
             model_seed = seed
         else:
             vae, unet, model = _load_weights(model, torch_dtype)

@@ -166,8 +166,7 @@ class KeypointDetector:
         z = self.mapper.latents(warp_views(batch, thetas))
         eps = draw_noise((self.num_views, *z.shape[1:]), generator, z)
         z_t = add_noise_t0(z, eps.repeat(count, 1, 1, 1))
-        maps = self.mapper.maps_from_latents(z_t, self.context)
-        selected = maps.index_select(1, self.selected)
+        selected = self.mapper.maps_from_latents(z_t, self.context, tokens=self.selected)
         return average_views(selected, thetas, self.map_size)
 
     def detect(

@@ -12,7 +12,7 @@ from torch import Tensor
 from skp_core.candidates import rank_gaussian_candidates
 from skp_core.gaussian import argmax_locations
 
-__all__ = ["furthest_point_sampling", "select_keypoint_tokens"]
+__all__ = ["furthest_point_sampling", "select_keypoint_tokens", "spread_candidates"]
 
 
 def furthest_point_sampling(points: Tensor, k: int) -> Tensor:
@@ -57,6 +57,22 @@ def furthest_point_sampling(points: Tensor, k: int) -> Tensor:
 
 
 @torch.no_grad()
+def spread_candidates(candidates: Tensor, candidate_maps: Tensor, top_k: int) -> Tensor:
+    """Positions [B, top_k] within ``candidates`` [B, C] picked by FPS on their maps' argmax.
+
+    ``candidate_maps`` [B, C, H, W] are the maps whose argmax locations are spread, row c being
+    the map of token ``candidates[:, c]``; ``candidates.gather(1, positions)`` are the tokens.
+    Raises ValueError when top_k exceeds the number of candidates.
+    """
+    if candidate_maps.shape[:2] != candidates.shape:
+        raise ValueError(
+            f"candidate maps {tuple(candidate_maps.shape[:2])} do not match candidates "
+            f"{tuple(candidates.shape)}"
+        )
+    return furthest_point_sampling(argmax_locations(candidate_maps), top_k)
+
+
+@torch.no_grad()
 def select_keypoint_tokens(
     maps_for_ranking: Tensor,
     maps_for_locations: Tensor,
@@ -81,6 +97,5 @@ def select_keypoint_tokens(
     candidates = rank_gaussian_candidates(maps_for_ranking, num_candidates, sigma)
     candidates = candidates.to(maps_for_locations.device)
     batch_index = torch.arange(candidates.shape[0], device=candidates.device).unsqueeze(1)
-    locations = argmax_locations(maps_for_locations[batch_index, candidates])  # [B, C, 2]
-    picked = furthest_point_sampling(locations, top_k)
+    picked = spread_candidates(candidates, maps_for_locations[batch_index, candidates], top_k)
     return candidates.gather(1, picked)

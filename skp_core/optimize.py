@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from skp_core.affine import sample_affine, warp
 from skp_core.attention_maps import AttentionMapper
+from skp_core.candidates import rank_gaussian_candidates
 from skp_core.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from skp_core.config import MethodConfig
-from skp_core.furthest_point_sampling import select_keypoint_tokens
+from skp_core.furthest_point_sampling import spread_candidates
 from skp_core.latents import add_noise_t0, draw_noise
 from skp_core.losses import keypoint_losses
 
@@ -216,6 +217,33 @@ class TokenOptimizer:
         latents = torch.stack([self._latents[int(i)] for i in indices])
         return images, latents
 
+    def _keypoint_maps(self, z_t: Tensor) -> tuple[Tensor, Tensor]:
+        """Selected maps [n, K, R, R] of the originals and of their views, with gradient.
+
+        z_t holds the n originals, then their n views. One UNet pass serves it all: every
+        token's map of the originals (no grad) ranks the candidates, the candidates' maps of the
+        views place them for furthest point sampling, and only the K chosen tokens' maps carry
+        gradient, their values reused from those no-grad maps.
+        """
+        cfg = self.config
+        n = z_t.shape[0] // 2
+        captured = self.mapper.capture(z_t, self.context)
+        with torch.no_grad():
+            full = captured.rows(0, n).maps()
+            candidates = rank_gaussian_candidates(full, cfg.num_candidates, cfg.sigma)
+            candidate_maps = captured.rows(n, 2 * n).maps(candidates)
+            picked = spread_candidates(candidates, candidate_maps, cfg.top_k)
+            tokens = candidates.gather(1, picked)
+            index = tokens[:, :, None, None].expand(-1, -1, *full.shape[-2:])
+            values = torch.cat(
+                [
+                    full.gather(1, index),
+                    candidate_maps.gather(1, picked[:, :, None, None].expand_as(index)),
+                ]
+            )
+        selected = captured.maps(torch.cat([tokens, tokens]), precomputed=values)
+        return selected[:n], selected[n:]
+
     def train_step(self) -> dict[str, float]:
         cfg = self.config
         n = cfg.images_per_step
@@ -238,15 +266,10 @@ class TokenOptimizer:
             eps = torch.cat([eps[rows], eps[n:][rows]])
         z_t = add_noise_t0(z, eps)
         self.optimizer.zero_grad(set_to_none=True)
-        maps = self.mapper.maps_from_latents(z_t, self.context)
-        original, transformed = maps.chunk(2)
-        tokens = select_keypoint_tokens(
-            original, transformed, cfg.num_candidates, cfg.top_k, cfg.sigma
-        )
-        gather = tokens[:, :, None, None].expand(-1, -1, *original.shape[-2:])
+        original, transformed = self._keypoint_maps(z_t)
         terms = keypoint_losses(
-            original.gather(1, gather),
-            transformed.gather(1, gather),
+            original,
+            transformed,
             theta,
             sigma=cfg.sigma,
             equivariance_weight=cfg.equivariance_weight,

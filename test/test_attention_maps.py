@@ -16,7 +16,6 @@ from skp_core.attention_capture import (
     DEFAULT_CAPTURE_LAYERS,
     CaptureProcessor,
     CaptureState,
-    _WeightedHeadSumSoftmax,
     install_capture,
     restore_processors,
     run_capture,
@@ -24,6 +23,7 @@ from skp_core.attention_capture import (
 from skp_core.attention_maps import AttentionMapper
 from skp_core.backbone import Backbone, load_backbone
 from skp_core.latents import alpha_bar_t0, images_to_latents, noise_latents_t0
+from skp_core.upsampled_attention_reference import _WeightedHeadSumSoftmax
 
 SIZE = 128  # image side: 16x16 latents, captured layers at 4x4 and 8x8
 RES = 32  # feature resolution of the maps
@@ -124,16 +124,16 @@ def test_capture_leaves_the_unet_output_unchanged(backbone: Backbone, z_t: torch
     ctx = _context().expand(3, -1, -1)
     with torch.no_grad():
         reference = unet(z_t, 0, encoder_hidden_states=ctx).sample
-        state = CaptureState(DEFAULT_CAPTURE_LAYERS, RES)
+        state = CaptureState(DEFAULT_CAPTURE_LAYERS)
         previous = install_capture(unet, state)
         try:
             state.begin(tuple(z_t.shape[-2:]), early_stop=False)
             captured = unet(z_t, 0, encoder_hidden_states=ctx).sample
-            maps = state.finish()
+            layers = state.finish()
         finally:
             restore_processors(unet, previous)
     assert torch.equal(captured, reference)
-    assert maps.shape == (3, TOKENS, RES, RES)
+    assert len(layers) == 4 and all(layer.q.shape[0] == 3 for layer in layers)
 
 
 def _reference_maps(backbone: Backbone, z_t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -317,5 +317,7 @@ def test_capture_without_a_forward_is_an_error(mapper: AttentionMapper, z_t: tor
         out = mapper.backbone.unet(z_t[:1], 0, encoder_hidden_states=_context()[None]).sample
     assert out.shape == z_t[:1].shape
     with torch.no_grad():
-        maps = run_capture(mapper.backbone.unet, state, z_t[:1], 0, _context()[None])
-    assert maps.shape == (1, TOKENS, RES, RES)
+        layers = run_capture(mapper.backbone.unet, state, z_t[:1], 0, _context()[None])
+    assert [layer.k.shape for layer in layers] == [
+        (1, TOKENS, layer.q.shape[-1]) for layer in layers
+    ]

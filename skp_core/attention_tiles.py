@@ -1,0 +1,185 @@
+"""Blocked computation of one layer's upsampled-attention maps, a tile of output rows at a time.
+
+Used for every token's maps (the candidate ranking needs them all) and for layers whose heads
+are too wide for the flash path. A tile is a block of output rows of one head: its logits
+[rows*R, T] are formed, soft-maxed over tokens and added into the maps, so nothing of size
+[heads, R*R, T] ever exists and the tile stays in cache. Two ways to form a tile's logits:
+
+- ``logits``: native logits ``q k^T`` [h*w, T], upsampled along x once per image ([h, R*T]),
+  then along y per tile as a small matrix product with the rows of U_y it needs;
+- ``query``: queries upsampled once per image ([R*R, inner]), then ``q_tile k^T`` per tile.
+
+Backward recomputes each tile and applies the softmax gradient (restricted to the kept tokens
+when there are some), then the transposes of the same linear maps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from skp_core.upsampled_attention_plan import LayerPlan
+
+__all__ = ["TileEngine"]
+
+
+class TileEngine:
+    """Maps and gradients of one layer through tiles of ``plan.block_rows`` output rows."""
+
+    def __init__(self, plan: LayerPlan) -> None:
+        self.plan = plan
+        p = plan
+        # One head per tile on the CPU (cache-sized tiles, 2-D products); all heads on a GPU.
+        if p.device.type == "cuda":
+            self.head_groups: list[int | slice] = [slice(0, p.heads)]
+        else:
+            self.head_groups = list(range(p.heads))
+        size = p.heads if p.device.type == "cuda" else 1
+        numel = size * p.block_rows * p.resolution * p.tokens
+        self._logits = torch.empty(numel, dtype=p.dtype, device=p.device)
+        self._probs = torch.empty(numel, dtype=p.dtype, device=p.device)
+
+    # -- per image ---------------------------------------------------------------------------
+    def _source(self, b: int) -> tuple[Tensor, Tensor]:
+        """What image b's tiles are formed from, and its per-head keys [H, T, d]."""
+        p = self.plan
+        q, k = p.head_qk(b)
+        h, w = p.grid
+        if p.strategy == "logits":
+            native = torch.matmul(q, k.transpose(1, 2)).view(p.heads, h, w, p.tokens)
+            along_x = torch.matmul(p.ux, native)  # [H, h, R, T]
+            return along_x.reshape(p.heads, h, p.resolution * p.tokens), k
+        return p.upsampled_queries(b), k  # [R*R, inner]
+
+    def _tile_logits(self, source: Tensor, k: Tensor, win: int, heads: int | slice) -> Tensor:
+        """Logits of window ``win`` for a head (2-D [rows*R, T]) or a head group (3-D)."""
+        p = self.plan
+        r0, r1, i0, i1, weights = p.windows[win]
+        pixels = (r1 - r0) * p.resolution
+        grouped = isinstance(heads, slice)
+        g = heads.stop - heads.start if isinstance(heads, slice) else 1
+        out = self._logits[: g * pixels * p.tokens]
+        if p.strategy == "logits":
+            band = source[heads, i0:i1]  # [win, R*T] or [g, win, R*T]
+            shape = (g, r1 - r0, -1) if grouped else (r1 - r0, -1)
+            torch.matmul(weights, band, out=out.view(shape))
+        else:
+            q = self._tile_queries(source, r0, r1, heads)
+            shape = (g, pixels, p.tokens) if grouped else (pixels, p.tokens)
+            torch.matmul(q, k[heads].transpose(-1, -2), out=out.view(shape))
+        return out.view((g, pixels, p.tokens) if grouped else (pixels, p.tokens))
+
+    def _tile_queries(self, queries: Tensor, r0: int, r1: int, heads: int | slice) -> Tensor:
+        """Upsampled queries of rows [r0, r1) for a head [P, d] or a head group [g, P, d]."""
+        p = self.plan
+        rows = queries[r0 * p.resolution : r1 * p.resolution]
+        per_head = rows.view(rows.shape[0], p.heads, p.head_dim)[:, heads]
+        return per_head.transpose(0, 1) if isinstance(heads, slice) else per_head
+
+    def _order(self, all_tokens: bool) -> list[tuple[int, int | slice]]:
+        """(window, heads) pairs in a cache-friendly order.
+
+        With every token kept, the [rows*R, T] output tile is the big operand: finish a window
+        (all heads) before the next. With a few kept tokens the input band is: run one head's
+        windows in a row, so consecutive windows reuse the native rows they share.
+        """
+        windows = range(len(self.plan.windows))
+        if all_tokens:
+            return [(w, h) for w in windows for h in self.head_groups]
+        return [(w, h) for h in self.head_groups for w in windows]
+
+    # -- forward -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def add_maps(self, out: Tensor, tokens: Tensor | None) -> None:
+        """Add weight x head-summed maps into ``out`` [B, R*R, T or K] (pixel-major)."""
+        p = self.plan
+        r = p.resolution
+        for b in range(p.batch):
+            chosen = None if tokens is None else (tokens if tokens.ndim == 1 else tokens[b])
+            source, k = self._source(b)
+            for win, heads in self._order(all_tokens=chosen is None):
+                r0, r1 = p.windows[win][:2]
+                tile = out[b, r0 * r : r1 * r]
+                logits = self._tile_logits(source, k, win, heads)
+                into = self._probs[: logits.numel()].view_as(logits)
+                if chosen is None:
+                    probs = torch.softmax(logits, -1, out=into)
+                else:
+                    log_p = torch.log_softmax(logits, -1, out=into)
+                    probs = log_p.index_select(-1, chosen).exp_()
+                if probs.ndim == 3:
+                    probs = probs.sum(0)
+                tile.add_(probs, alpha=p.weight)
+
+    # -- backward ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def grads(self, grad: Tensor, tokens: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(dq [B, h*w, inner], dk [1 or B, T, inner]) from ``grad`` [B, R*R, T or K]."""
+        p = self.plan
+        r = p.resolution
+        dq_all = torch.zeros(p.q.shape, dtype=p.dtype, device=p.device)
+        dk_all = torch.zeros(p.k.shape, dtype=p.dtype, device=p.device)
+        for b in range(p.batch):
+            chosen = None if tokens is None else (tokens if tokens.ndim == 1 else tokens[b])
+            source, k = self._source(b)
+            d_source = torch.zeros_like(source)
+            d_k = torch.zeros_like(k)
+            for win, heads in self._order(all_tokens=chosen is None):
+                r0, r1 = p.windows[win][:2]
+                g_tile = (grad[b, r0 * r : r1 * r] * p.weight).to(p.dtype).contiguous()
+                logits = self._tile_logits(source, k, win, heads)
+                into = self._probs[: logits.numel()].view_as(logits)
+                probs = torch.softmax(logits, -1, out=into)
+                if chosen is None:
+                    dlogits = torch.ops.aten._softmax_backward_data(
+                        g_tile.expand_as(probs), probs, -1, probs.dtype
+                    )
+                else:
+                    # p_n (g_n [n in S] - sum_{m in S} g_m p_m), in the probs buffer
+                    weighted = probs.index_select(-1, chosen).mul_(g_tile)
+                    total = weighted.sum(-1, keepdim=True).neg_()
+                    dlogits = probs.mul_(total).index_add_(-1, chosen, weighted)
+                self._accumulate(source, k, d_source, d_k, win, heads, dlogits)
+            dq, dk = self._finish(b, d_source, d_k)
+            dq_all[b] += dq
+            dk_all[b if dk_all.shape[0] > 1 else 0] += dk
+        return dq_all, dk_all
+
+    def _accumulate(
+        self,
+        source: Tensor,
+        k: Tensor,
+        d_source: Tensor,
+        d_k: Tensor,
+        win: int,
+        heads: int | slice,
+        dlogits: Tensor,
+    ) -> None:
+        """Add a tile's logit gradient into the gradients of its source and keys."""
+        p = self.plan
+        r0, r1, i0, i1, weights = p.windows[win]
+        if p.strategy == "logits":
+            band = d_source[heads, i0:i1]  # [win, R*T] or [g, win, R*T]
+            rows = dlogits.reshape(*dlogits.shape[:-2], r1 - r0, -1)
+            if band.ndim == 2:
+                band.addmm_(weights.T, rows)
+            else:
+                band.baddbmm_(weights.T.expand(band.shape[0], -1, -1), rows)
+            return
+        q = self._tile_queries(source, r0, r1, heads)
+        dq = self._tile_queries(d_source, r0, r1, heads)
+        dq.add_(torch.matmul(dlogits, k[heads]))
+        d_k[heads].add_(torch.matmul(dlogits.transpose(-1, -2), q))
+
+    def _finish(self, b: int, d_source: Tensor, d_k: Tensor) -> tuple[Tensor, Tensor]:
+        """Image b's gradients of its native q [h*w, inner] and of k [T, inner]."""
+        p = self.plan
+        if p.strategy == "logits":
+            q, k = p.head_qk(b)
+            h, w = p.grid
+            d_along_x = d_source.view(p.heads, h, p.resolution, p.tokens)
+            d_native = torch.matmul(p.ux.T, d_along_x).view(p.heads, h * w, p.tokens)
+            dq = torch.matmul(d_native, k)  # [H, n, d]
+            dk = torch.matmul(d_native.transpose(1, 2), q)  # [H, T, d]
+            return p.merge_heads(dq), p.merge_heads(dk)
+        return p.queries_adjoint(d_source), p.merge_heads(d_k)
