@@ -2,7 +2,7 @@
 
 Why: the optimization and the precompute pass dominate training time and both split cleanly
 over processes. Every rank draws each optimization step identically and computes its slice
-(`skp_core.optimize.Shard`); precompute hands each rank its own chunks of images and rank 0
+(`skp_core.shard.Shard`); precompute hands each rank its own chunks of images and rank 0
 gathers and writes them. Only rank 0 writes files; the others wait at barriers and read what
 it wrote (a single machine, or a shared run directory).
 
@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from skp_core.optimize import Shard
+from skp_core.shard import Shard
 
 __all__ = [
     "Distributed",

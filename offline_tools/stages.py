@@ -326,6 +326,7 @@ class TrainingRun:
             self.bundle_object(with_results=False),
             num_views=self.cfg.num_views,
             include_identity=self.cfg.include_identity_view,
+            view_space=self.cfg.view_space,
             max_batch=self.opts.batch_size,
             readout="argmax",
             seed=self.cfg.seed,
@@ -399,6 +400,7 @@ class TrainingRun:
                 "method": self._method(
                     "num_views",
                     "include_identity_view",
+                    "view_space",
                     "image_size",
                     "feature_resolution",
                     "layers",

@@ -72,6 +72,8 @@ METHOD_HELP: dict[str, str] = {
     "selection_images": "training images counted by the token selection (§4)",
     "num_views": "test-time augmentation views per image (§5)",
     "include_identity_view": "make view 0 the un-warped image (upstream: no) (§5)",
+    "view_space": "image (exact, §5) or latent: encode once and warp the latent per view "
+    "(faster, approximate)",
     "seed": "seed of every random draw (context init, batches, views, noise)",
 }
 

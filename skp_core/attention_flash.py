@@ -48,18 +48,57 @@ class FlashEngine:
         return self._pad(q), self._pad(k), v.expand(-1, p.heads, -1, -1)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Kept tokens' probabilities [n, H, R*R, K]."""
+        """Kept tokens' probabilities [n, H, R*R, K] (differentiable in q and k)."""
         k = k.expand(q.shape[0], -1, -1, -1)
         return F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., : self.kept]
 
+    def _cpu_kernel(self) -> bool:
+        """Whether torch's CPU flash kernel (which also returns the log-sum-exp) applies."""
+        p = self.plan
+        return p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
+
     @torch.no_grad()
     def add_maps(self, out: Tensor, tokens: Tensor) -> None:
-        """Add weight x head-summed kept maps into ``out`` [B, R*R, K] (pixel-major)."""
+        """Add weight x head-summed kept maps into ``out`` [B, R*R, K] (pixel-major).
+
+        On the CPU the kernel's log-sum-exp is kept (when the layer has a store) for a later
+        backward of any subset of these images and tokens.
+        """
         p = self.plan
         for b0 in range(0, p.batch, IMAGES_PER_CALL):
             b1 = min(b0 + IMAGES_PER_CALL, p.batch)
-            probs = self._attend(*self._inputs(b0, b1, tokens))
+            q, k, v = self._inputs(b0, b1, tokens)
+            if self._cpu_kernel():
+                k = k.expand(q.shape[0], -1, -1, -1)
+                full, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q, k, v, 0.0, False, scale=1.0
+                )
+                probs = full[..., : self.kept]
+                if p.lse is not None and p.lse_known is not None:
+                    p.lse[b0:b1] = lse
+                    p.lse_known[b0:b1] = True
+            else:
+                probs = self._attend(q, k, v)
             out[b0:b1].add_(probs.sum(1), alpha=p.weight)
+
+    def _kernel_grads(
+        self, q: Tensor, k: Tensor, v: Tensor, g: Tensor, lse: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """dq, dk from the CPU kernel's backward with a stored lse: no forward recomputation.
+
+        The kernel needs the forward output, here exactly ``exp(l_S - lse)`` for the kept
+        columns (``l_S = q k_S^T``, a K-column product) and 0 for the padding.
+        """
+        k = k.expand(q.shape[0], -1, -1, -1)
+        kept_keys = torch.matmul(k.transpose(-1, -2), v)  # [n, H, E, E]: column j = k[S_j]
+        out = torch.matmul(q, kept_keys).sub_(lse[..., None]).exp_()
+        out[..., self.kept :] = 0.0
+        grad_out = torch.zeros_like(out)
+        grad_out[..., : self.kept] = g
+        dq, dk, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_out, q, k, v, out, lse, 0.0, False, scale=1.0
+        )
+        return dq, dk
 
     def grads(self, grad: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """(dq [B, h*w, inner], dk [1 or B, T, inner]) from ``grad`` [B, R*R, K]."""
@@ -69,12 +108,19 @@ class FlashEngine:
         for b0 in range(0, p.batch, IMAGES_PER_CALL):
             b1 = min(b0 + IMAGES_PER_CALL, p.batch)
             q, k, v = self._inputs(b0, b1, tokens)
-            q.requires_grad_(True)
-            k.requires_grad_(True)
-            with torch.enable_grad():
-                probs = self._attend(q, k, v)
-            g = (grad[b0:b1] * p.weight).to(p.dtype)[:, None].expand_as(probs)
-            dq, dk = torch.autograd.grad(probs, (q, k), g)
+            shape = (b1 - b0, p.heads, p.resolution**2, self.kept)
+            g = (grad[b0:b1] * p.weight).to(p.dtype)[:, None].expand(shape)
+            if self._cpu_kernel() and p.has_lse(b0, b1):
+                assert p.lse is not None
+                dq, dk = self._kernel_grads(q, k, v, g, p.lse[b0:b1].to(p.dtype))
+                if p.k.shape[0] == 1:
+                    dk = dk.sum(0, keepdim=True)
+            else:
+                q.requires_grad_(True)
+                k.requires_grad_(True)
+                with torch.enable_grad():
+                    probs = self._attend(q, k, v)
+                dq, dk = torch.autograd.grad(probs, (q, k), g)
             # [n, H, P, E] -> [n, P, inner], then back through the upsampling
             d_up = dq[..., : p.head_dim].transpose(1, 2).reshape(b1 - b0, p.resolution**2, -1)
             for i, b in enumerate(range(b0, b1)):

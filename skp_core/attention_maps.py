@@ -36,6 +36,17 @@ class CapturedAttention:
     settings: MapSettings
     method: str = "fused"
 
+    def __post_init__(self) -> None:
+        # Per-pixel log-sum-exp stores, filled by the first forward that computes them and
+        # reused by the backward of kept tokens (views of them follow rows()).
+        r2 = self.settings.resolution**2
+        for layer in self.layers:
+            if layer.lse is None:
+                dtype = torch.float64 if layer.q.dtype == torch.float64 else torch.float32
+                batch = layer.q.shape[0]
+                layer.lse = torch.empty(batch, layer.heads, r2, dtype=dtype, device=layer.q.device)
+                layer.lse_known = torch.zeros(batch, dtype=torch.bool, device=layer.q.device)
+
     @property
     def batch(self) -> int:
         return int(self.layers[0].q.shape[0])
@@ -49,6 +60,8 @@ class CapturedAttention:
                 heads=layer.heads,
                 grid=layer.grid,
                 weight=layer.weight,
+                lse=None if layer.lse is None else layer.lse[start:stop],
+                lse_known=None if layer.lse_known is None else layer.lse_known[start:stop],
             )
             for layer in self.layers
         ]

@@ -104,12 +104,18 @@ class TileEngine:
                 into = self._probs[: logits.numel()].view_as(logits)
                 if chosen is None:
                     probs = torch.softmax(logits, -1, out=into)
+                    if p.lse is not None:
+                        # lse = l_max - log p_max: p_max >= 1/T, so this is well conditioned
+                        lse = logits.amax(-1).sub_(probs.amax(-1).log_())
+                        p.lse[b, heads, r0 * r : r1 * r] = lse
                 else:
                     log_p = torch.log_softmax(logits, -1, out=into)
                     probs = log_p.index_select(-1, chosen).exp_()
                 if probs.ndim == 3:
                     probs = probs.sum(0)
                 tile.add_(probs, alpha=p.weight)
+            if chosen is None and p.lse_known is not None:
+                p.lse_known[b] = True
 
     # -- backward ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -12,6 +12,8 @@ from typing import Any
 
 from skp_core.attention_capture import DEFAULT_CAPTURE_LAYERS
 
+VIEW_SPACES = ("image", "latent")
+
 
 @dataclass(frozen=True)
 class MethodConfig:
@@ -36,6 +38,8 @@ class MethodConfig:
     selection_images: int = 100
     num_views: int = 10
     include_identity_view: bool = False
+    view_space: str = "image"
+    """Test-time views warp the image (exact) or, encoded once, its latent (approximate)."""
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,11 +63,20 @@ class MethodConfig:
 
     def validate(self) -> None:
         if self.top_k > self.num_candidates:
-            raise ValueError("top_k must not exceed num_candidates")
+            raise ValueError(
+                f"top_k ({self.top_k}) must not exceed num_candidates ({self.num_candidates})"
+            )
         if self.num_candidates > self.num_tokens:
-            raise ValueError("num_candidates must not exceed num_tokens")
+            raise ValueError(
+                f"num_candidates ({self.num_candidates}) must not exceed num_tokens "
+                f"({self.num_tokens})"
+            )
         if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError("need 0 < scale_min <= scale_max")
+            raise ValueError(
+                f"need 0 < scale_min <= scale_max, got {self.scale_min} and {self.scale_max}"
+            )
+        if self.view_space not in VIEW_SPACES:
+            raise ValueError(f"view_space must be one of {VIEW_SPACES}, got {self.view_space!r}")
         for name in ("steps", "images_per_step", "num_tokens", "image_size", "num_views"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

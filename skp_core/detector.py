@@ -1,8 +1,10 @@
 """Keypoint inference (METHOD §5): a bundle + a backbone -> keypoints for any image.
 
 All test-time-augmentation views of a batch run through the UNet as batched passes (chunked by
-`max_batch`); maps are warped back, averaged, and read out. Views are re-drawn from the same
-seed on every call, so the same image always gives the same keypoints, and a static camera
+`max_batch`); only the selected tokens' maps are computed, then warped back, averaged, and
+read out. `view_space="latent"` (an approximation, off by default) encodes each image once and
+warps its latent per view instead of encoding every warped view. Views are re-drawn from the
+same seed on every call, so the same image always gives the same keypoints, and a static camera
 gives static keypoints.
 """
 
@@ -19,8 +21,9 @@ from torch import Tensor
 from skp_core.attention_maps import AttentionMapper
 from skp_core.backbone import Backbone, load_backbone
 from skp_core.bundle import Bundle, check_compatible, load_bundle
+from skp_core.config import VIEW_SPACES
+from skp_core.image_batch import resize_images, stack_resized
 from skp_core.latents import add_noise_t0, draw_noise
-from skp_core.optimize import resize_images, stack_resized
 from skp_core.readout import READOUTS, read_keypoints
 from skp_core.regression import apply_regressor
 from skp_core.view_averaging import average_views, view_transforms, warp_views
@@ -81,6 +84,8 @@ class KeypointDetector:
         readout: str = "argmax",
         map_size: int | None = None,
         seed: int = 0,
+        view_space: str | None = None,
+        map_dtype: torch.dtype | None = None,
     ) -> None:
         check_compatible(bundle, backbone.context_dim, backbone.fingerprint)
         if readout not in READOUTS:
@@ -98,6 +103,9 @@ class KeypointDetector:
         )
         self.readout = readout
         self.seed = seed
+        self.view_space = str(view_space or method.get("view_space", "image"))
+        if self.view_space not in VIEW_SPACES:
+            raise ValueError(f"view_space must be one of {VIEW_SPACES}, got {self.view_space!r}")
         image_size = int(method.get("image_size", 512))
         self.map_size = int(map_size or image_size)
         self.augmentation = {
@@ -116,6 +124,7 @@ class KeypointDetector:
             feature_resolution=int(method.get("feature_resolution", 128)),
             image_size=image_size,
             max_batch=max_batch,
+            map_dtype=map_dtype,
             **kwargs,
         )
         self.context = bundle.context.to(backbone.device)
@@ -163,7 +172,12 @@ class KeypointDetector:
             **self.augmentation,
         )
         thetas = views.expand(count, -1, -1, -1)
-        z = self.mapper.latents(warp_views(batch, thetas))
+        if self.view_space == "latent":
+            # Approximate: one VAE pass per image; the views warp its latent (zero padding is
+            # a zero latent, not the latent of a black border).
+            z = warp_views(self.mapper.latents(batch), thetas)
+        else:
+            z = self.mapper.latents(warp_views(batch, thetas))
         eps = draw_noise((self.num_views, *z.shape[1:]), generator, z)
         z_t = add_noise_t0(z, eps.repeat(count, 1, 1, 1))
         selected = self.mapper.maps_from_latents(z_t, self.context, tokens=self.selected)

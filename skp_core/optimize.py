@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -26,17 +25,20 @@ from skp_core.candidates import rank_gaussian_candidates
 from skp_core.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from skp_core.config import MethodConfig
 from skp_core.furthest_point_sampling import spread_candidates
+from skp_core.image_batch import image_of, stack_resized
 from skp_core.latents import add_noise_t0, draw_noise
 from skp_core.losses import keypoint_losses
+from skp_core.shard import Shard
 
 # A source of training images: len() and [i] -> [3, H, W] in [0, 1] or a dict with "image".
 ImageSource = Sequence[Any]
+__all__ = ["ImageSource", "OptimizationError", "OptimizationResult", "Shard", "TokenOptimizer"]
 
 
 # Settings the optimization never reads (plus the step budget): a checkpoint may be resumed
 # with other values of these, e.g. to train longer or to evaluate with more views.
 RESUME_FREE_SETTINGS = frozenset(
-    {"steps", "selection_images", "num_views", "include_identity_view"}
+    {"steps", "selection_images", "num_views", "include_identity_view", "view_space"}
 )
 
 
@@ -50,58 +52,11 @@ class OptimizationError(RuntimeError):
     """The optimization cannot go on (e.g. a non-finite loss); the last checkpoint is kept."""
 
 
-def shard_slice(n: int, rank: int, world_size: int) -> slice:
-    """Contiguous, balanced block of n items for `rank`; blocks concatenate in rank order."""
-    base, extra = divmod(n, world_size)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + int(rank < extra))
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of each step in a data-parallel run (e.g. under torchrun).
-
-    Every process draws the whole step (image indices, views, noise) from the same generator
-    and computes only rows `rows(n)` of it, so the union over processes is exactly the
-    single-process batch. `all_reduce_sum` sums a tensor in place across processes; it carries
-    the context gradient and the loss terms in one call, so every process takes the same Adam
-    step and sees the same (global) losses, and a non-finite loss stops all of them together.
-    """
-
-    rank: int
-    world_size: int
-    all_reduce_sum: Callable[[Tensor], None]
-
-    def rows(self, n: int) -> slice:
-        """This rank's rows of a step of n images."""
-        return shard_slice(n, self.rank, self.world_size)
-
-
 @dataclass
 class OptimizationResult:
     context: Tensor
     steps_done: int
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def image_of(item: Any) -> Tensor:
-    """The image tensor of a dataset item (tensor or dict with an "image" entry)."""
-    image = item["image"] if isinstance(item, dict) else item
-    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError("training images must be float tensors [3, H, W] in [0, 1]")
-    return image
-
-
-def resize_images(images: Tensor, size: int) -> Tensor:
-    """Batch [B, 3, H, W] to the backbone's square input size (aspect ignored, as upstream)."""
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
-
-
-def stack_resized(images: Sequence[Tensor], size: int, device: torch.device) -> Tensor:
-    """Images of any sizes [3, H, W] -> one batch [B, 3, size, size] on the device."""
-    return torch.cat([resize_images(image[None].to(device), size) for image in images])
 
 
 def initial_context(num_tokens: int, dim: int, seed: int) -> Tensor:

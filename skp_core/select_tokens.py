@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from skp_core.attention_maps import AttentionMapper
 from skp_core.furthest_point_sampling import select_keypoint_tokens
-from skp_core.optimize import ImageSource, image_of, stack_resized
+from skp_core.image_batch import image_of, stack_resized
+from skp_core.optimize import ImageSource
 
 
 def count_token_selections(

@@ -52,6 +52,11 @@ class LayerQK:
     heads: int
     grid: tuple[int, int]
     weight: float
+    lse: Tensor | None = None
+    """Optional store [B, H, R*R] of each pixel's log-sum-exp over tokens, filled by a forward
+    over all tokens (or through the flash kernel) so that a later backward of kept tokens can
+    skip recomputing it; ``lse_known`` [B] says which images are filled."""
+    lse_known: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class LayerPlan:
 
     def __init__(self, layer: LayerQK, settings: MapSettings, kept: int | None) -> None:
         self.q, self.k = layer.q, layer.k
+        self.lse, self.lse_known = layer.lse, layer.lse_known
         self.heads = layer.heads
         self.weight = layer.weight
         self.grid = (int(layer.grid[0]), int(layer.grid[1]))
@@ -142,6 +148,10 @@ class LayerPlan:
             used = (self.uy[r0:r1] != 0).any(0).nonzero().flatten()
             i0, i1 = int(used[0]), int(used[-1]) + 1
             self.windows.append((r0, r1, i0, i1, self.uy[r0:r1, i0:i1].contiguous()))
+
+    def has_lse(self, b0: int, b1: int) -> bool:
+        """Whether the log-sum-exp of images [b0, b1) is stored."""
+        return self.lse_known is not None and bool(self.lse_known[b0:b1].all())
 
     def head_qk(self, b: int) -> tuple[Tensor, Tensor]:
         """Image b's per-head queries [H, h*w, d] and keys [H, T, d] in the compute dtype."""

@@ -415,6 +415,7 @@ class KeypointNode(LifecycleNode):
                 bundle,
                 num_views=settings.num_views or None,
                 include_identity=settings.include_identity_view,
+                view_space=settings.view_space or None,
                 max_batch=settings.max_batch or None,
                 readout=settings.readout,
                 seed=settings.seed,

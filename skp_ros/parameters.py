@@ -177,6 +177,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Make the un-augmented image one of the views (overrides the bundle's setting).",
     ),
     ParamSpec(
+        "view_space",
+        "",
+        "Where test-time views are warped: image (exact, one VAE pass per view) or latent "
+        "(one VAE pass per frame, approximate). Empty: the bundle's setting.",
+        _one_of("", "image", "latent"),
+        constraints="'' | image | latent",
+    ),
+    ParamSpec(
         "max_batch",
         0,
         "Largest number of views per UNet pass, to bound GPU memory. 0: all views at once.",
@@ -334,6 +342,7 @@ class NodeSettings:
     dtype: str
     num_views: int
     include_identity_view: bool
+    view_space: str
     max_batch: int
     readout: str
     seed: int

@@ -22,7 +22,7 @@ from offline_tools.distributed import Distributed, init_distributed
 from offline_tools.fixtures import write_fixture
 from offline_tools.train import main
 from skp_core.checkpoint import load_checkpoint
-from skp_core.optimize import Shard, shard_slice
+from skp_core.shard import Shard, shard_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 
