@@ -251,7 +251,7 @@ def test_stored_log_sum_exp_gives_the_same_backward(strategy: str) -> None:
     plain = [LayerQK(x.q, x.k, x.heads, x.grid, x.weight) for x in layers]  # no stores
     fresh = fused_maps(plain, settings, tokens)
     stored = captured.maps(tokens, precomputed=fresh.detach().unflatten(-1, (12, 12)))
-    weights = torch.randn(values.shape, generator=torch.Generator().manual_seed(4))
+    weights = torch.randn(stored.shape, generator=torch.Generator().manual_seed(4))
     a = torch.autograd.grad((stored.flatten(2) * weights.flatten(2)).sum(), _inputs(layers))
     b = torch.autograd.grad((fresh * weights.flatten(2)).sum(), _inputs(layers))
     for x, y in zip(a, b, strict=True):
