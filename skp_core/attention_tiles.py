@@ -110,11 +110,14 @@ class TileEngine:
                         p.lse[b, heads, r0 * r : r1 * r] = lse
                 else:
                     log_p = torch.log_softmax(logits, -1, out=into)
+                    if p.lse is not None:
+                        lse = logits.amax(-1).sub_(log_p.amax(-1))
+                        p.lse[b, heads, r0 * r : r1 * r] = lse
                     probs = log_p.index_select(-1, chosen).exp_()
                 if probs.ndim == 3:
                     probs = probs.sum(0)
                 tile.add_(probs, alpha=p.weight)
-            if chosen is None and p.lse_known is not None:
+            if p.lse_known is not None:
                 p.lse_known[b] = True
 
     # -- backward ------------------------------------------------------------------------------
@@ -128,6 +131,7 @@ class TileEngine:
         for b in range(p.batch):
             chosen = None if tokens is None else (tokens if tokens.ndim == 1 else tokens[b])
             source, k = self._source(b)
+            stored = p.lse[b].to(p.dtype) if p.has_lse(b, b + 1) else None  # type: ignore[union-attr]
             d_source = torch.zeros_like(source)
             d_k = torch.zeros_like(k)
             for win, heads in self._order(all_tokens=chosen is None):
@@ -135,7 +139,11 @@ class TileEngine:
                 g_tile = (grad[b, r0 * r : r1 * r] * p.weight).to(p.dtype).contiguous()
                 logits = self._tile_logits(source, k, win, heads)
                 into = self._probs[: logits.numel()].view_as(logits)
-                probs = torch.softmax(logits, -1, out=into)
+                if stored is None:
+                    probs = torch.softmax(logits, -1, out=into)
+                else:  # exp(l - lse): one pass fewer than a softmax
+                    lse = stored[heads, r0 * r : r1 * r].unsqueeze(-1)
+                    probs = torch.sub(logits, lse, out=into).exp_()
                 if chosen is None:
                     dlogits = torch.ops.aten._softmax_backward_data(
                         g_tile.expand_as(probs), probs, -1, probs.dtype
