@@ -22,6 +22,9 @@ from skp_core.upsampled_attention_plan import LayerPlan
 
 __all__ = ["TileEngine"]
 
+#: (r0, r1, i0, i1, U_y[r0:r1, i0:i1]): a tile's output rows and the native rows it reads.
+Window = tuple[int, int, int, int, Tensor]
+
 
 class TileEngine:
     """Maps and gradients of one layer through tiles of ``plan.block_rows`` output rows."""
@@ -35,7 +38,7 @@ class TileEngine:
         else:
             self.head_groups = list(range(p.heads))
         size = p.heads if p.device.type == "cuda" else 1
-        numel = size * p.block_rows * p.resolution * p.tokens
+        numel = size * max(p.block_rows, p.backward_rows) * p.resolution * p.tokens
         self._logits = torch.empty(numel, dtype=p.dtype, device=p.device)
         self._probs = torch.empty(numel, dtype=p.dtype, device=p.device)
 
@@ -51,10 +54,10 @@ class TileEngine:
             return along_x.reshape(p.heads, h, p.resolution * p.tokens), k
         return p.upsampled_queries(b), k  # [R*R, inner]
 
-    def _tile_logits(self, source: Tensor, k: Tensor, win: int, heads: int | slice) -> Tensor:
+    def _tile_logits(self, source: Tensor, k: Tensor, win: Window, heads: int | slice) -> Tensor:
         """Logits of window ``win`` for a head (2-D [rows*R, T]) or a head group (3-D)."""
         p = self.plan
-        r0, r1, i0, i1, weights = p.windows[win]
+        r0, r1, i0, i1, weights = win
         pixels = (r1 - r0) * p.resolution
         grouped = isinstance(heads, slice)
         g = heads.stop - heads.start if isinstance(heads, slice) else 1
@@ -76,14 +79,14 @@ class TileEngine:
         per_head = rows.view(rows.shape[0], p.heads, p.head_dim)[:, heads]
         return per_head.transpose(0, 1) if isinstance(heads, slice) else per_head
 
-    def _order(self, all_tokens: bool) -> list[tuple[int, int | slice]]:
+    def _order(self, all_tokens: bool, backward: bool) -> list[tuple[Window, int | slice]]:
         """(window, heads) pairs in a cache-friendly order.
 
         With every token kept, the [rows*R, T] output tile is the big operand: finish a window
         (all heads) before the next. With a few kept tokens the input band is: run one head's
         windows in a row, so consecutive windows reuse the native rows they share.
         """
-        windows = range(len(self.plan.windows))
+        windows = self.plan.backward_windows if backward else self.plan.windows
         if all_tokens:
             return [(w, h) for w in windows for h in self.head_groups]
         return [(w, h) for h in self.head_groups for w in windows]
@@ -97,8 +100,8 @@ class TileEngine:
         for b in range(p.batch):
             chosen = None if tokens is None else (tokens if tokens.ndim == 1 else tokens[b])
             source, k = self._source(b)
-            for win, heads in self._order(all_tokens=chosen is None):
-                r0, r1 = p.windows[win][:2]
+            for win, heads in self._order(all_tokens=chosen is None, backward=False):
+                r0, r1 = win[:2]
                 tile = out[b, r0 * r : r1 * r]
                 logits = self._tile_logits(source, k, win, heads)
                 into = self._probs[: logits.numel()].view_as(logits)
@@ -134,8 +137,8 @@ class TileEngine:
             stored = p.lse[b].to(p.dtype) if p.has_lse(b, b + 1) else None  # type: ignore[union-attr]
             d_source = torch.zeros_like(source)
             d_k = torch.zeros_like(k)
-            for win, heads in self._order(all_tokens=chosen is None):
-                r0, r1 = p.windows[win][:2]
+            for win, heads in self._order(all_tokens=chosen is None, backward=True):
+                r0, r1 = win[:2]
                 g_tile = (grad[b, r0 * r : r1 * r] * p.weight).to(p.dtype).contiguous()
                 logits = self._tile_logits(source, k, win, heads)
                 into = self._probs[: logits.numel()].view_as(logits)
@@ -165,13 +168,13 @@ class TileEngine:
         k: Tensor,
         d_source: Tensor,
         d_k: Tensor,
-        win: int,
+        win: Window,
         heads: int | slice,
         dlogits: Tensor,
     ) -> None:
         """Add a tile's logit gradient into the gradients of its source and keys."""
         p = self.plan
-        r0, r1, i0, i1, weights = p.windows[win]
+        r0, r1, i0, i1, weights = win
         if p.strategy == "logits":
             band = d_source[heads, i0:i1]  # [win, R*T] or [g, win, R*T]
             rows = dlogits.reshape(*dlogits.shape[:-2], r1 - r0, -1)

@@ -79,7 +79,8 @@ def paired(
         "ours_peak_mib": ours_memory.peak_mib,
         "bare_peak_mib": bare_memory.peak_mib,
         "memory_ratio": ours_memory.peak_mib / max(bare_memory.peak_mib, 1e-9),
-        "pairs": repeat,
+        "ours_times": ours_times,
+        "bare_times": bare_times,
     }
 
 

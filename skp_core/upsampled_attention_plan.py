@@ -30,6 +30,9 @@ STRATEGIES = ("auto", "logits", "query", "flash")
 
 #: Pixels per tile on the CPU: [1024, 500] float32 tiles (2 MB) stay within the cache.
 CPU_BLOCK_PIXELS = 1024
+#: Pixels per tile of the CPU backward: its band updates overlap less with taller tiles
+#: (measured at SD 1.5 shapes: 0.26 s per layer and image at 1024, 0.19 s at 4096, 0.26 at 8192).
+CPU_BACKWARD_BLOCK_PIXELS = 4096
 #: Pixels per tile on CUDA, where larger kernels and all heads at once are cheaper.
 CUDA_BLOCK_PIXELS = 16384
 #: The flash kernel's cost grows with the (padded) head width; above this the tiles are faster
@@ -141,13 +144,22 @@ class LayerPlan:
         self.strategy = strategy
         self.uy = bicubic_matrix(h, r, self.dtype, self.device)
         self.ux = bicubic_matrix(w, r, self.dtype, self.device)
-        # (r0, r1, i0, i1, U_y[r0:r1, i0:i1]): output rows and the native rows they read
-        self.windows: list[tuple[int, int, int, int, Tensor]] = []
-        for r0 in range(0, r, self.block_rows):
-            r1 = min(r0 + self.block_rows, r)
+        self.windows = self._windows(self.block_rows)
+        if settings.block_pixels is None and self.device.type == "cpu":
+            self.backward_rows = max(self.block_rows, min(r, CPU_BACKWARD_BLOCK_PIXELS // r))
+        else:
+            self.backward_rows = self.block_rows
+        self.backward_windows = self._windows(self.backward_rows)
+
+    def _windows(self, rows: int) -> list[tuple[int, int, int, int, Tensor]]:
+        """(r0, r1, i0, i1, U_y[r0:r1, i0:i1]): output rows and the native rows they read."""
+        out = []
+        for r0 in range(0, self.resolution, rows):
+            r1 = min(r0 + rows, self.resolution)
             used = (self.uy[r0:r1] != 0).any(0).nonzero().flatten()
             i0, i1 = int(used[0]), int(used[-1]) + 1
-            self.windows.append((r0, r1, i0, i1, self.uy[r0:r1, i0:i1].contiguous()))
+            out.append((r0, r1, i0, i1, self.uy[r0:r1, i0:i1].contiguous()))
+        return out
 
     def has_lse(self, b0: int, b1: int) -> bool:
         """Whether the log-sum-exp of images [b0, b1) is stored."""

@@ -339,3 +339,16 @@ def test_single_file_that_is_not_sd_is_refused(tmp_path: Path) -> None:
         load_backbone(str(path))
     with pytest.raises(BackboneError, match="does not exist"):
         load_backbone(str(tmp_path / "absent.safetensors"))
+
+
+def test_sd15_narrow_has_sd15_blocks_heads_and_context_at_narrow_widths() -> None:
+    narrow = load_backbone("sd15-narrow")
+    unet = narrow.unet
+    assert narrow.context_dim == 768 and narrow.seed == 0
+    assert list(unet.config.block_out_channels) == [32, 64, 128, 128]
+    assert unet.config.down_block_types == bb.SD15_UNET_CONFIG["down_block_types"]
+    assert unet.config.up_block_types == bb.SD15_UNET_CONFIG["up_block_types"]
+    for key in DEFAULT_CAPTURE_LAYERS:
+        attn = unet.get_submodule(key.removesuffix(".processor"))
+        assert attn.heads == 8 and attn.to_k.in_features == 768
+    assert sum(p.numel() for p in unet.parameters()) < 0.02 * 860e6  # SD 1.5's UNet: 860M

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
+import statistics
+import subprocess
+from pathlib import Path
 
-from skp_core.benchmark import main
+from skp_core.benchmark import main, targets_for
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _printed(text: str) -> tuple[float, float]:
@@ -13,10 +19,11 @@ def _printed(text: str) -> tuple[float, float]:
     return float(text), 0.5 * 10.0**-decimals
 
 
-def test_benchmark_prints_figures_for_tiny(capsys):
+def test_benchmark_prints_figures_for_tiny(capsys, tmp_path):
     code = main(
         ["--model", "tiny", "--image-size", "64", "--feature-resolution", "16",
-         "--num-tokens", "16", "--images-per-step", "2", "--views", "1", "3", "--repeat", "1"]
+         "--num-tokens", "16", "--images-per-step", "2", "--views", "1", "3", "--repeat", "3",
+         "--latent-views", "--json", str(tmp_path / "bench.json")]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
@@ -28,7 +35,40 @@ def test_benchmark_prints_figures_for_tiny(capsys):
         low = (ours[0] - ours[1]) / (bare[0] + bare[1]) - ratio[1]
         high = (ours[0] + ours[1]) / max(bare[0] - bare[1], 1e-9) + ratio[1]
         assert low <= ratio[0] <= high
-    assert "peak" in out
+    assert "peak RSS above rest" in out and "interleaved pairs" in out
+    assert "latent vs image views on 4 photos" in out
+    data = json.loads((tmp_path / "bench.json").read_text())
+    keys = [row["key"] for row in data["rows"]]
+    assert keys == ["inference_1v", "inference_1v_latent", "inference_3v", "inference_3v_latent",
+                    "optimize_step"]  # fmt: skip
+    for row in data["rows"]:
+        pairs = list(zip(row["ours_times"], row["bare_times"], strict=True))
+        assert len(pairs) == 3
+        assert row["ratio"] == statistics.median(o / b for o, b in pairs)
+        assert row["ours_s"] == statistics.median(row["ours_times"])
+        assert row["ours_peak_mib"] >= 0 and row["bare_peak_mib"] >= 0
+    assert data["settings"]["num_tokens"] == 16
+    assert 0 <= data["latent_view_agreement"]["within_2pct"] <= 1
+
+
+def test_targets_are_the_speed_issue_goals():
+    assert targets_for("sd15-random") == {
+        "inference_10v": 1.3, "optimize_step": 1.5, "optimize_step_memory": 2.0,
+    }  # fmt: skip
+    assert targets_for("sd15-narrow") == {"inference_10v": 2.9, "optimize_step": 7.0}
+    assert targets_for("/models/sd15") == targets_for("sd15-random")
+    assert targets_for("tiny") == {}
+
+
+def test_gpu_check_says_clearly_when_there_is_no_gpu(tmp_path):
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu-check"), "--out", str(tmp_path / "gc")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "no CUDA device: this check needs a GPU" in done.stdout
+    summary = json.loads((tmp_path / "gc" / "gpu-check.json").read_text())
+    assert summary["cuda_available"] is False and summary["parts"] == {}
 
 
 def test_benchmark_reports_missing_weights_cleanly(capsys, tmp_path):

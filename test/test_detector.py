@@ -118,3 +118,26 @@ def test_bad_images_are_rejected_clearly(detector):
         detector.detect(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="HxWx3"):
         detector.detect(np.zeros((8, 8, 5), np.uint8))
+
+
+def test_latent_view_space_is_close_but_not_the_exact_path(backbone):
+    bundle = tiny_bundle(backbone)
+    images = [photo("astronaut"), photo("coffee")]
+    exact = KeypointDetector(backbone, bundle)
+    try:
+        want = exact.keypoint_maps(torch.stack([torch.from_numpy(i).permute(2, 0, 1) / 255.0
+                                                for i in images]).float())  # fmt: skip
+    finally:
+        exact.close()
+    latent = KeypointDetector(backbone, bundle, view_space="latent")
+    try:
+        assert latent.view_space == "latent"
+        got = latent.keypoint_maps(torch.stack([torch.from_numpy(i).permute(2, 0, 1) / 255.0
+                                                for i in images]).float())  # fmt: skip
+        dets = latent.detect(images)
+    finally:
+        latent.close()
+    assert got.shape == want.shape and not torch.allclose(got, want)
+    assert all(np.all((d.normalized >= 0) & (d.normalized <= 1)) for d in dets)
+    with pytest.raises(ValueError, match="view_space must be one of"):
+        KeypointDetector(backbone, bundle, view_space="pixels")
