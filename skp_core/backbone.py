@@ -123,6 +123,12 @@ NARROW_VAE_CONFIG: dict[str, Any] = {
     "norm_num_groups": 16,
 }
 
+# Built-in random-weight models for measuring: name -> (VAE config, UNet config, description).
+_RANDOM_MODELS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    SD15_RANDOM_MODEL: (SD15_VAE_CONFIG, SD15_UNET_CONFIG, "the SD 1.5 architecture"),
+    SD15_NARROW_MODEL: (NARROW_VAE_CONFIG, NARROW_UNET_CONFIG, "SD 1.5 blocks at narrow widths"),
+}
+
 TINY_CROSS_ATTENTION_GAIN = 3.0
 """Factor applied to the to_q and to_k weights of every attn2 layer of the tiny model.
 
@@ -207,21 +213,16 @@ def load_backbone(
         if model == TINY_MODEL:
             vae, unet = _build_tiny(seed)
             model_seed: int | None = seed
-        elif model == SD15_RANDOM_MODEL:
+        elif model in _RANDOM_MODELS:
+            vae_config, unet_config, what = _RANDOM_MODELS[model]
             logger.warning(
-                "sd15-random: SD 1.5 architecture with RANDOM weights (seed %d); use it for speed "
-                "and memory measurements only, its keypoints mean nothing.",
+                "%s: %s with RANDOM weights (seed %d); for speed and memory measurements only, "
+                "its keypoints mean nothing.",
+                model,
+                what,
                 seed,
             )
-            vae, unet = _build_random(SD15_VAE_CONFIG, SD15_UNET_CONFIG, seed)
-            model_seed = seed
-        elif model == SD15_NARROW_MODEL:
-            logger.warning(
-                "sd15-narrow: SD 1.5 blocks at narrow widths with RANDOM weights (seed %d), for "
-                "speed measurements of the map computation only.",
-                seed,
-            )
-            vae, unet = _build_random(NARROW_VAE_CONFIG, NARROW_UNET_CONFIG, seed)
+            vae, unet = _build_random(vae_config, unet_config, seed)
             model_seed = seed
         else:
             vae, unet, model = _load_weights(model, torch_dtype)

@@ -8,6 +8,8 @@ import statistics
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from skp_core.benchmark import main, targets_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,3 +76,35 @@ def test_gpu_check_says_clearly_when_there_is_no_gpu(tmp_path):
 def test_benchmark_reports_missing_weights_cleanly(capsys, tmp_path):
     assert main(["--model", str(tmp_path / "nowhere"), "--repeat", "1"]) == 2
     assert "tiny" in capsys.readouterr().err
+
+
+def _readme_speed_commands() -> list[list[str]]:
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Speed") :]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S)
+    assert block, "the README's speed section has no commands"
+    return [shlex.split(line.split("#")[0]) for line in block.group(1).splitlines() if line]
+
+
+@pytest.mark.slow
+def test_readme_speed_commands_run_as_written(tmp_path):
+    """The narrow model's command exactly as printed; the SD 1.5-width one at small shapes
+    (appended flags override; its full run takes a quarter of an hour on a CI machine)."""
+    commands = _readme_speed_commands()
+    assert [c[:3] for c in commands] == [["skp-bench", "--model", "sd15-random"],
+                                         ["skp-bench", "--model", "sd15-narrow"]]  # fmt: skip
+    small = ["--image-size", "64", "--num-tokens", "32", "--feature-resolution", "32",
+             "--views", "1", "--repeat", "1"]  # fmt: skip
+    for command, extra in ((commands[1], []), (commands[0], small)):
+        out = tmp_path / f"{command[2]}.json"
+        done = subprocess.run(
+            [*command, *extra, "--json", str(out)],
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "optimization step (4 img), s" in done.stdout
+        rows = {row["key"]: row for row in json.loads(out.read_text())["rows"]}
+        assert rows["optimize_step"]["target"] == targets_for(command[2])["optimize_step"]
+        assert all(row["ours_s"] > 0 and row["bare_s"] > 0 for row in rows.values())
