@@ -134,7 +134,9 @@ class TileEngine:
         for b in range(p.batch):
             chosen = None if tokens is None else (tokens if tokens.ndim == 1 else tokens[b])
             source, k = self._source(b)
-            stored = p.lse[b].to(p.dtype) if p.has_lse(b, b + 1) else None  # type: ignore[union-attr]
+            stored = None
+            if p.lse is not None and p.has_lse(b, b + 1):
+                stored = p.lse[b].to(p.dtype)
             d_source = torch.zeros_like(source)
             d_k = torch.zeros_like(k)
             for win, heads in self._order(all_tokens=chosen is None, backward=True):

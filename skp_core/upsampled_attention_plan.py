@@ -10,6 +10,7 @@ attention kernel can do the whole softmax, depends on the layer's shapes: see
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -73,11 +74,13 @@ class MapSettings:
     """Dtype of logits and softmax; None = float32 (float64 inputs stay float64)."""
 
 
+@functools.lru_cache(maxsize=64)
 def bicubic_matrix(n: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """[size, n]: the weights of torch's bicubic upsampling (align_corners=False) of n -> size.
 
     Taken from ``F.interpolate`` itself (on the identity, in float64), so border clamping and
     the cubic coefficient are exactly torch's; the 2-D kernel is the product of two of these.
+    Cached: every forward of a layer needs the same few (callers must not modify them).
     """
     eye = torch.eye(n, dtype=torch.float64).view(1, n, n, 1)
     weights = F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)
@@ -107,6 +110,22 @@ def choose_strategy(layer: LayerQK, resolution: int, block_rows: int, kept: int 
     per_logit_logits = window + h * w / resolution
     per_logit_query = head_dim + 16.0 * layer.q.shape[-1] / (layer.heads * tokens)
     return "logits" if per_logit_logits <= per_logit_query else "query"
+
+
+@functools.lru_cache(maxsize=64)
+def _row_windows(uy: Tensor, rows: int) -> list[tuple[int, int, int, int, Tensor]]:
+    """(r0, r1, i0, i1, U_y[r0:r1, i0:i1]): tiles of output rows and the native rows they read.
+
+    Cached per (cached) matrix and tile height.
+    """
+    out = []
+    size = uy.shape[0]
+    for r0 in range(0, size, rows):
+        r1 = min(r0 + rows, size)
+        used = (uy[r0:r1] != 0).any(0).nonzero().flatten()
+        i0, i1 = int(used[0]), int(used[-1]) + 1
+        out.append((r0, r1, i0, i1, uy[r0:r1, i0:i1].contiguous()))
+    return out
 
 
 class LayerPlan:
@@ -144,22 +163,12 @@ class LayerPlan:
         self.strategy = strategy
         self.uy = bicubic_matrix(h, r, self.dtype, self.device)
         self.ux = bicubic_matrix(w, r, self.dtype, self.device)
-        self.windows = self._windows(self.block_rows)
+        self.windows = _row_windows(self.uy, self.block_rows)
         if settings.block_pixels is None and self.device.type == "cpu":
             self.backward_rows = max(self.block_rows, min(r, CPU_BACKWARD_BLOCK_PIXELS // r))
         else:
             self.backward_rows = self.block_rows
-        self.backward_windows = self._windows(self.backward_rows)
-
-    def _windows(self, rows: int) -> list[tuple[int, int, int, int, Tensor]]:
-        """(r0, r1, i0, i1, U_y[r0:r1, i0:i1]): output rows and the native rows they read."""
-        out = []
-        for r0 in range(0, self.resolution, rows):
-            r1 = min(r0 + rows, self.resolution)
-            used = (self.uy[r0:r1] != 0).any(0).nonzero().flatten()
-            i0, i1 = int(used[0]), int(used[-1]) + 1
-            out.append((r0, r1, i0, i1, self.uy[r0:r1, i0:i1].contiguous()))
-        return out
+        self.backward_windows = _row_windows(self.uy, self.backward_rows)
 
     def has_lse(self, b0: int, b1: int) -> bool:
         """Whether the log-sum-exp of images [b0, b1) is stored."""

@@ -305,7 +305,7 @@ def test_bad_settings_exit_2(tmp_path, capsys):
     assert "--model is required" in capsys.readouterr().err
     args = ["--dataset", "celeba_aligned", "--data-root", "x", "--out", "o", "--model", "tiny"]
     assert main([*args, "--top-k", "30"]) == 2
-    assert "top_k must not exceed num_candidates" in capsys.readouterr().err
+    assert "top_k (30) must not exceed num_candidates (16)" in capsys.readouterr().err
 
 
 def test_missing_data_root_exit_2(tmp_path, capsys):
