@@ -38,10 +38,11 @@ class CapturedAttention:
 
     def __post_init__(self) -> None:
         # Per-pixel log-sum-exp stores, filled by the first forward that computes them and
-        # reused by the backward of kept tokens (views of them follow rows()).
+        # reused by the backward of kept tokens (views of them follow rows()). Only where a
+        # backward can come: inference would pay for filling them and never read them.
         r2 = self.settings.resolution**2
         for layer in self.layers:
-            if layer.lse is None:
+            if layer.lse is None and layer.q.requires_grad:
                 dtype = torch.float64 if layer.q.dtype == torch.float64 else torch.float32
                 batch = layer.q.shape[0]
                 layer.lse = torch.empty(batch, layer.heads, r2, dtype=dtype, device=layer.q.device)
