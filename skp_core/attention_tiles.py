@@ -107,20 +107,21 @@ class TileEngine:
                 into = self._probs[: logits.numel()].view_as(logits)
                 if chosen is None:
                     probs = torch.softmax(logits, -1, out=into)
-                    if p.lse is not None:
+                    if p.tiles_store_lse:
                         # lse = l_max - log p_max: p_max >= 1/T, so this is well conditioned
                         lse = logits.amax(-1).sub_(probs.amax(-1).log_())
                         p.lse[b, heads, r0 * r : r1 * r] = lse
-                else:
+                elif p.tiles_store_lse:
                     log_p = torch.log_softmax(logits, -1, out=into)
-                    if p.lse is not None:
-                        lse = logits.amax(-1).sub_(log_p.amax(-1))
-                        p.lse[b, heads, r0 * r : r1 * r] = lse
+                    lse = logits.amax(-1).sub_(log_p.amax(-1))
+                    p.lse[b, heads, r0 * r : r1 * r] = lse
                     probs = log_p.index_select(-1, chosen).exp_()
+                else:
+                    probs = torch.softmax(logits, -1, out=into).index_select(-1, chosen)
                 if probs.ndim == 3:
                     probs = probs.sum(0)
                 tile.add_(probs, alpha=p.weight)
-            if p.lse_known is not None:
+            if p.tiles_store_lse:
                 p.lse_known[b] = True
 
     # -- backward ------------------------------------------------------------------------------

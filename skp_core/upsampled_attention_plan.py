@@ -40,6 +40,11 @@ CUDA_BLOCK_PIXELS = 16384
 #: on a CPU (measured at 500 tokens, 128 x 128: flash fwd+bwd 0.25 s per layer and image at
 #: width 16, 0.39 s at 32, 0.65 s at 64; tiles about 0.3-0.4 s whatever the width).
 FLASH_MAX_WIDTH = 32
+#: Tiles fill a layer's log-sum-exp store only where a later backward of kept tokens can take
+#: the flash path, which needs it (else it reruns a flash forward). For a tile backward the
+#: store does not pay: on a [1024, 500] tile the lse costs two more passes (softmax 287 us ->
+#: 530 us) and saves one in the backward (softmax 287 us -> subtract + exp 163 us).
+TILE_LSE_MAX_HEAD_DIM = FLASH_MAX_WIDTH
 
 
 @dataclass
@@ -145,6 +150,7 @@ class LayerPlan:
         self.batch = int(layer.q.shape[0])
         self.tokens = int(layer.k.shape[1])
         self.head_dim = layer.q.shape[-1] // layer.heads
+        self.tiles_store_lse = self.lse is not None and self.head_dim <= TILE_LSE_MAX_HEAD_DIM
         self.resolution = r = int(settings.resolution)
         self.device = layer.q.device
         if settings.dtype is not None:

@@ -256,3 +256,26 @@ def test_stored_log_sum_exp_gives_the_same_backward(strategy: str) -> None:
     b = torch.autograd.grad((fresh * weights.flatten(2)).sum(), _inputs(layers))
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_tiles_of_wide_heads_leave_the_log_sum_exp_store_empty() -> None:
+    """Heads too wide for the flash backward take the tile backward, for which a stored lse
+    costs more than it saves: the tiles then leave the store unfilled, and the backward is
+    still the oracle's."""
+    from skp_core.attention_maps import CapturedAttention
+
+    layers = _layers(batch=2, heads=2, width=80)
+    settings = MapSettings(12, block_pixels=30)
+    captured = CapturedAttention(layers, settings)
+    with torch.no_grad():
+        captured.maps()
+    assert all(not layer.lse_known.any() for layer in layers if layer.lse_known is not None)
+    tokens = torch.tensor([1, 4])
+    ours = captured.maps(tokens)
+    plain = [LayerQK(x.q, x.k, x.heads, x.grid, x.weight) for x in layers]
+    ref = reference_maps(plain, 12, tokens)
+    torch.testing.assert_close(ours.flatten(2), ref, rtol=1e-5, atol=1e-6)
+    a = torch.autograd.grad(ours.square().sum(), _inputs(layers))
+    b = torch.autograd.grad(ref.square().sum(), _inputs(layers))
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
