@@ -10,7 +10,9 @@ are too wide for the flash path. A tile is a block of output rows of one head: i
 - ``query``: queries upsampled once per image ([R*R, inner]), then ``q_tile k^T`` per tile.
 
 Backward recomputes each tile and applies the softmax gradient (restricted to the kept tokens
-when there are some), then the transposes of the same linear maps.
+when there are some), then the transposes of the same linear maps. Each pixel's log-sum-exp
+comes from the layer's store when a flash forward filled it (``exp(l - lse)``: one pass less
+than a softmax); tiles never fill it, since that costs them more than it saves.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ Window = tuple[int, int, int, int, Tensor]
 class TileEngine:
     """Maps and gradients of one layer through tiles of ``plan.block_rows`` output rows."""
 
-    def __init__(self, plan: LayerPlan) -> None:
+    def __init__(self, plan: LayerPlan, strategy: str | None = None) -> None:
         self.plan = plan
         p = plan
+        #: "logits" or "query" (the plan's unless given: a flash plan's backward takes tiles).
+        self.strategy = strategy or plan.strategy
         # One head per tile on the CPU (cache-sized tiles, 2-D products); all heads on a GPU.
         if p.device.type == "cuda":
             self.head_groups: list[int | slice] = [slice(0, p.heads)]
@@ -48,7 +52,7 @@ class TileEngine:
         p = self.plan
         q, k = p.head_qk(b)
         h, w = p.grid
-        if p.strategy == "logits":
+        if self.strategy == "logits":
             native = torch.matmul(q, k.transpose(1, 2)).view(p.heads, h, w, p.tokens)
             along_x = torch.matmul(p.ux, native)  # [H, h, R, T]
             return along_x.reshape(p.heads, h, p.resolution * p.tokens), k
@@ -62,7 +66,7 @@ class TileEngine:
         grouped = isinstance(heads, slice)
         g = heads.stop - heads.start if isinstance(heads, slice) else 1
         out = self._logits[: g * pixels * p.tokens]
-        if p.strategy == "logits":
+        if self.strategy == "logits":
             band = source[heads, i0:i1]  # [win, R*T] or [g, win, R*T]
             shape = (g, r1 - r0, -1) if grouped else (r1 - r0, -1)
             torch.matmul(weights, band, out=out.view(shape))
@@ -105,24 +109,12 @@ class TileEngine:
                 tile = out[b, r0 * r : r1 * r]
                 logits = self._tile_logits(source, k, win, heads)
                 into = self._probs[: logits.numel()].view_as(logits)
-                if chosen is None:
-                    probs = torch.softmax(logits, -1, out=into)
-                    if p.tiles_store_lse:
-                        # lse = l_max - log p_max: p_max >= 1/T, so this is well conditioned
-                        lse = logits.amax(-1).sub_(probs.amax(-1).log_())
-                        p.lse[b, heads, r0 * r : r1 * r] = lse
-                elif p.tiles_store_lse:
-                    log_p = torch.log_softmax(logits, -1, out=into)
-                    lse = logits.amax(-1).sub_(log_p.amax(-1))
-                    p.lse[b, heads, r0 * r : r1 * r] = lse
-                    probs = log_p.index_select(-1, chosen).exp_()
-                else:
-                    probs = torch.softmax(logits, -1, out=into).index_select(-1, chosen)
+                probs = torch.softmax(logits, -1, out=into)
+                if chosen is not None:
+                    probs = probs.index_select(-1, chosen)
                 if probs.ndim == 3:
                     probs = probs.sum(0)
                 tile.add_(probs, alpha=p.weight)
-            if p.tiles_store_lse:
-                p.lse_known[b] = True
 
     # -- backward ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -176,9 +168,8 @@ class TileEngine:
         dlogits: Tensor,
     ) -> None:
         """Add a tile's logit gradient into the gradients of its source and keys."""
-        p = self.plan
         r0, r1, i0, i1, weights = win
-        if p.strategy == "logits":
+        if self.strategy == "logits":
             band = d_source[heads, i0:i1]  # [win, R*T] or [g, win, R*T]
             rows = dlogits.reshape(*dlogits.shape[:-2], r1 - r0, -1)
             if band.ndim == 2:
@@ -194,7 +185,7 @@ class TileEngine:
     def _finish(self, b: int, d_source: Tensor, d_k: Tensor) -> tuple[Tensor, Tensor]:
         """Image b's gradients of its native q [h*w, inner] and of k [T, inner]."""
         p = self.plan
-        if p.strategy == "logits":
+        if self.strategy == "logits":
             q, k = p.head_qk(b)
             h, w = p.grid
             d_along_x = d_source.view(p.heads, h, p.resolution, p.tokens)

@@ -33,17 +33,26 @@ from skp_core.upsampled_attention_plan import STRATEGIES, LayerPlan, LayerQK, Ma
 __all__ = ["STRATEGIES", "LayerQK", "MapSettings", "fused_maps", "layer_strategies"]
 
 
+Engine = TileEngine | FlashEngine
+
+
 def _engines(
     layers: Sequence[LayerQK], settings: MapSettings, kept: int | None
-) -> list[TileEngine | FlashEngine]:
-    engines: list[TileEngine | FlashEngine] = []
+) -> list[tuple[Engine, Engine]]:
+    """Per layer, the forward's engine and the backward's (the same unless they differ)."""
+    engines: list[tuple[Engine, Engine]] = []
     for layer in layers:
         plan = LayerPlan(layer, settings, kept)
+        forward: Engine
         if plan.strategy == "flash":
             assert kept is not None
-            engines.append(FlashEngine(plan, kept))
+            forward = FlashEngine(plan, kept)
         else:
-            engines.append(TileEngine(plan))
+            forward = TileEngine(plan)
+        backward = forward
+        if plan.backward_strategy != plan.strategy:
+            backward = TileEngine(plan, plan.backward_strategy)
+        engines.append((forward, backward))
     return engines
 
 
@@ -60,7 +69,7 @@ class _FusedMaps(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
-        engines: list[TileEngine | FlashEngine],
+        engines: list[tuple[Engine, Engine]],
         tokens: Tensor | None,
         precomputed: Tensor | None,
         *qk: Tensor,
@@ -70,13 +79,13 @@ class _FusedMaps(torch.autograd.Function):
         ctx.save_for_backward(*qk)
         if precomputed is not None:
             return precomputed.clone()
-        first = engines[0].plan
+        first = engines[0][0].plan
         kept = first.tokens if tokens is None else tokens.shape[-1]
         out_dtype = torch.float64 if first.dtype == torch.float64 else torch.float32
         pixel_major = torch.zeros(
             first.batch, first.resolution**2, kept, dtype=out_dtype, device=first.device
         )
-        for engine in engines:
+        for engine, _ in engines:
             engine.add_maps(pixel_major, tokens)  # type: ignore[arg-type]
         return pixel_major.transpose(1, 2).contiguous()
 
@@ -89,7 +98,7 @@ class _FusedMaps(torch.autograd.Function):
         tokens = ctx.tokens  # type: ignore[attr-defined]
         pixel_major = grad.transpose(1, 2)
         out: list[Tensor | None] = [None, None, None]
-        for engine in engines:
+        for _, engine in engines:
             dq, dk = engine.grads(pixel_major, tokens)
             out.append(dq.to(engine.plan.q.dtype))
             out.append(dk.to(engine.plan.k.dtype))

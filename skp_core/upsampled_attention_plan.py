@@ -37,14 +37,15 @@ CPU_BACKWARD_BLOCK_PIXELS = 4096
 #: Pixels per tile on CUDA, where larger kernels and all heads at once are cheaper.
 CUDA_BLOCK_PIXELS = 16384
 #: The flash kernel's cost grows with the (padded) head width; above this the tiles are faster
-#: on a CPU (measured at 500 tokens, 128 x 128: flash fwd+bwd 0.25 s per layer and image at
-#: width 16, 0.39 s at 32, 0.65 s at 64; tiles about 0.3-0.4 s whatever the width).
-FLASH_MAX_WIDTH = 32
-#: Tiles fill a layer's log-sum-exp store only where a later backward of kept tokens can take
-#: the flash path, which needs it (else it reruns a flash forward). For a tile backward the
-#: store does not pay: on a [1024, 500] tile the lse costs two more passes (softmax 287 us ->
-#: 530 us) and saves one in the backward (softmax 287 us -> subtract + exp 163 us).
-TILE_LSE_MAX_HEAD_DIM = FLASH_MAX_WIDTH
+#: for a forward of kept tokens on a CPU (measured at 500 tokens, 128 x 128, per layer and
+#: image: 10 tokens (width 16) flash 65-67 ms, tiles 65-77 ms; 25 tokens (width 32) flash
+#: 86-101 ms, tiles 73-82 ms). CUDA keeps the fused kernel up to twice that width.
+CPU_FLASH_MAX_WIDTH = 16
+CUDA_FLASH_MAX_WIDTH = 32
+#: Whether the flash kernel's backward is used where its forward was chosen by "auto": not on
+#: a CPU, where the tile backward (with the forward's stored log-sum-exp) is faster (measured
+#: per layer and image, 10 kept tokens of 500: tiles 73-95 ms, flash 135-138 ms).
+FLASH_BACKWARD_ON_CPU = False
 
 
 @dataclass
@@ -62,9 +63,11 @@ class LayerQK:
     grid: tuple[int, int]
     weight: float
     lse: Tensor | None = None
-    """Optional store [B, H, R*R] of each pixel's log-sum-exp over tokens, filled by a forward
-    over all tokens (or through the flash kernel) so that a later backward of kept tokens can
-    skip recomputing it; ``lse_known`` [B] says which images are filled."""
+    """Optional store [B, H, R*R] of each pixel's log-sum-exp over tokens, filled where it
+    comes free (the CPU flash kernel returns it) so that a later backward of kept tokens can
+    skip recomputing it; ``lse_known`` [B] says which images are filled. Tiles never fill it:
+    on a [1024, 500] tile it would cost two passes (softmax 287 us -> 530 us) to save one in
+    the backward (softmax -> subtract + exp, 287 -> 163 us)."""
     lse_known: Tensor | None = None
 
 
@@ -97,7 +100,13 @@ def flash_width(head_dim: int, kept: int) -> int:
     return 8 * math.ceil(max(head_dim, kept) / 8)
 
 
-def choose_strategy(layer: LayerQK, resolution: int, block_rows: int, kept: int | None) -> str:
+def choose_strategy(
+    layer: LayerQK,
+    resolution: int,
+    block_rows: int,
+    kept: int | None,
+    flash_max_width: int = CPU_FLASH_MAX_WIDTH,
+) -> str:
     """The cheapest exact way to compute this layer's maps of ``kept`` tokens (None = all).
 
     flash: one fused attention kernel per head computes the kept tokens' probabilities (v is
@@ -109,7 +118,7 @@ def choose_strategy(layer: LayerQK, resolution: int, block_rows: int, kept: int 
     h, w = layer.grid
     tokens = layer.k.shape[1]
     head_dim = layer.q.shape[-1] // layer.heads
-    if kept is not None and flash_width(head_dim, kept) <= FLASH_MAX_WIDTH:
+    if kept is not None and flash_width(head_dim, kept) <= flash_max_width:
         return "flash"
     window = min(h, math.ceil(block_rows * h / resolution) + 4)
     per_logit_logits = window + h * w / resolution
@@ -150,7 +159,6 @@ class LayerPlan:
         self.batch = int(layer.q.shape[0])
         self.tokens = int(layer.k.shape[1])
         self.head_dim = layer.q.shape[-1] // layer.heads
-        self.tiles_store_lse = self.lse is not None and self.head_dim <= TILE_LSE_MAX_HEAD_DIM
         self.resolution = r = int(settings.resolution)
         self.device = layer.q.device
         if settings.dtype is not None:
@@ -160,13 +168,20 @@ class LayerPlan:
         default = CUDA_BLOCK_PIXELS if self.device.type == "cuda" else CPU_BLOCK_PIXELS
         self.block_rows = max(1, min(r, (settings.block_pixels or default) // r))
         strategy = settings.strategy
+        cpu = self.device.type != "cuda"
         if strategy == "auto":
-            strategy = choose_strategy(layer, r, self.block_rows, kept)
+            widest = CPU_FLASH_MAX_WIDTH if cpu else CUDA_FLASH_MAX_WIDTH
+            strategy = choose_strategy(layer, r, self.block_rows, kept, widest)
         if strategy not in STRATEGIES[1:]:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
         if strategy == "flash" and kept is None:
             strategy = "logits"  # flash computes kept tokens only; all tokens take the tiles
         self.strategy = strategy
+        #: The backward's way: the forward's, except that "auto" on a CPU takes tiles.
+        self.backward_strategy = strategy
+        if strategy == "flash" and settings.strategy == "auto" and cpu:
+            if not FLASH_BACKWARD_ON_CPU:
+                self.backward_strategy = choose_strategy(layer, r, self.block_rows, kept, 0)
         self.uy = bicubic_matrix(h, r, self.dtype, self.device)
         self.ux = bicubic_matrix(w, r, self.dtype, self.device)
         self.windows = _row_windows(self.uy, self.block_rows)

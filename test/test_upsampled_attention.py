@@ -129,6 +129,16 @@ def test_strategy_follows_the_shapes() -> None:
     tiny_heads = LayerQK(torch.zeros(1, 1024, 4), torch.zeros(1, 500, 4), 4, (32, 32), 1.0)
     assert choose_strategy(tiny_heads, 128, 8, kept=None) == "query"
     assert layer_strategies([wide, narrow], MapSettings(128), kept=10) == ["logits", "flash"]
+    # 25 kept tokens pad the flash width to 32: tiles on a CPU, the fused kernel on CUDA
+    assert choose_strategy(narrow, 128, 8, kept=25) == "logits"
+    assert choose_strategy(narrow, 128, 8, kept=25, flash_max_width=32) == "flash"
+    # "auto" on a CPU: a flash forward, a tile backward (faster there); explicit flash: both
+    from skp_core.upsampled_attention_plan import LayerPlan
+
+    auto = LayerPlan(narrow, MapSettings(128), kept=10)
+    assert (auto.strategy, auto.backward_strategy) == ("flash", "logits")
+    forced = LayerPlan(narrow, MapSettings(128, strategy="flash"), kept=10)
+    assert (forced.strategy, forced.backward_strategy) == ("flash", "flash")
 
 
 def test_fast_kl_scores_equal_the_written_out_formula() -> None:
@@ -222,20 +232,29 @@ def test_an_optimization_step_equals_the_oracle_step(backbone: Backbone) -> None
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5 * ref_grad.abs().max().item())
 
 
-@pytest.mark.parametrize("strategy", ["flash", "logits"])
+@pytest.mark.parametrize("strategy", ["flash", "auto"])
 def test_stored_log_sum_exp_gives_the_same_backward(strategy: str) -> None:
-    """A forward over all tokens (tiles) or kept ones (flash) stores each pixel's lse; the
-    backward of kept tokens then skips recomputing it and must not change a gradient."""
+    """A flash forward of kept tokens stores each pixel's lse (the CPU kernel returns it);
+    the backward then skips recomputing it -- through the flash kernel's backward, or (auto,
+    on a CPU) through tiles -- and must not change a gradient. Tiles over all tokens leave
+    the store empty: there it would cost more than it saves."""
     from skp_core.attention_maps import CapturedAttention
+    from skp_core.upsampled_attention_plan import LayerPlan
     from skp_core.upsampled_attention_reference import upsampled_queries
 
     layers = _layers(batch=3)
     settings = MapSettings(12, strategy=strategy, block_pixels=30)
-    captured = CapturedAttention(layers, settings)
     tokens = torch.tensor([[1, 3], [0, 6], [2, 2]])
+    plans = [LayerPlan(layer, settings, kept=2) for layer in layers]
+    assert {p.strategy for p in plans} == {"flash"}
+    expected_backward = "flash" if strategy == "flash" else "logits"
+    assert {p.backward_strategy for p in plans} <= {expected_backward, "query"}
+    captured = CapturedAttention(layers, settings)
     with torch.no_grad():
-        captured.rows(0, 2).maps()  # tiles: stores images 0 and 1
-        captured.rows(2, 3).maps(tokens[2:])  # kept tokens: flash or tiles
+        captured.maps()  # every token: tiles, nothing stored
+        for layer in layers:
+            assert layer.lse_known is not None and not layer.lse_known.any()
+        captured.maps(tokens)  # kept tokens: flash, stores every image
     for layer in layers:
         assert layer.lse_known is not None and layer.lse is not None
         assert layer.lse_known.tolist() == [True, True, True]
@@ -244,38 +263,14 @@ def test_stored_log_sum_exp_gives_the_same_backward(strategy: str) -> None:
         d = q.shape[-1] // layer.heads
         for h in range(layer.heads):
             logits = q[..., h * d : (h + 1) * d] @ k[..., h * d : (h + 1) * d].transpose(1, 2)
-            known = layer.lse_known
             torch.testing.assert_close(
-                layer.lse[known, h], torch.logsumexp(logits, -1)[known], rtol=0, atol=1e-5
+                layer.lse[:, h], torch.logsumexp(logits, -1), rtol=0, atol=1e-5
             )
     plain = [LayerQK(x.q, x.k, x.heads, x.grid, x.weight) for x in layers]  # no stores
-    fresh = fused_maps(plain, settings, tokens)
+    fresh = reference_maps(plain, 12, tokens)
     stored = captured.maps(tokens, precomputed=fresh.detach().unflatten(-1, (12, 12)))
     weights = torch.randn(stored.shape, generator=torch.Generator().manual_seed(4))
     a = torch.autograd.grad((stored.flatten(2) * weights.flatten(2)).sum(), _inputs(layers))
     b = torch.autograd.grad((fresh * weights.flatten(2)).sum(), _inputs(layers))
-    for x, y in zip(a, b, strict=True):
-        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
-
-
-def test_tiles_of_wide_heads_leave_the_log_sum_exp_store_empty() -> None:
-    """Heads too wide for the flash backward take the tile backward, for which a stored lse
-    costs more than it saves: the tiles then leave the store unfilled, and the backward is
-    still the oracle's."""
-    from skp_core.attention_maps import CapturedAttention
-
-    layers = _layers(batch=2, heads=2, width=80)
-    settings = MapSettings(12, block_pixels=30)
-    captured = CapturedAttention(layers, settings)
-    with torch.no_grad():
-        captured.maps()
-    assert all(not layer.lse_known.any() for layer in layers if layer.lse_known is not None)
-    tokens = torch.tensor([1, 4])
-    ours = captured.maps(tokens)
-    plain = [LayerQK(x.q, x.k, x.heads, x.grid, x.weight) for x in layers]
-    ref = reference_maps(plain, 12, tokens)
-    torch.testing.assert_close(ours.flatten(2), ref, rtol=1e-5, atol=1e-6)
-    a = torch.autograd.grad(ours.square().sum(), _inputs(layers))
-    b = torch.autograd.grad(ref.square().sum(), _inputs(layers))
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
