@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"model:={args.model}",
                 "-p",
                 "device:=cpu",
+                "-p",
+                "input_qos_reliability:=reliable",
             ],
+            lockstep=True,  # every frame answered, however busy the machine
+            reliable=True,
             local=True,
             progress=not args.no_progress,
         )

@@ -584,6 +584,7 @@ def replay_bag(
     publish_topic: str | None = None,
     fast: bool = False,
     rate_scale: float = 1.0,
+    lockstep: bool = False,
     node_args: list[str] | None = None,
     node_cmd: str | Sequence[str] | None = None,
     keypoints_topic: str = DEFAULT_KEYPOINTS_TOPIC,
@@ -605,7 +606,11 @@ def replay_bag(
     """Replay a bag's image topic to the keypoint node and report on what came back.
 
     The images are published with their original headers on `publish_topic` (default: the
-    bag's topic) at the recorded timing divided by `rate_scale`, or back to back with `fast`.
+    bag's topic) at the recorded timing divided by `rate_scale`, back to back with `fast`, or
+    in `lockstep`: each frame once the node has answered the previous one (or `timeout`
+    seconds passed, which is noted and counted), so that what comes back does not depend on
+    the machine's speed or load -- for regression tests; real-time behaviour is what
+    skp-node-bench measures.
     If `node_args` or `node_cmd` is given, the node is started as a child process (default
     command: the keypoint node; `node_args` are ROS arguments such as ``["-p", "bundle:=DIR"]``)
     with its ``image`` input remapped to the published topic; otherwise an already-running
@@ -620,6 +625,8 @@ def replay_bag(
     started = time.monotonic()
     bag = Path(bag_path)
     out = Path(out_dir)
+    if fast and lockstep:
+        raise ReplayError("choose one pace: fast or lockstep")
     if not fast and (not math.isfinite(rate_scale) or rate_scale <= 0):
         raise ReplayError(f"rate_scale must be > 0, got {rate_scale}")
     if timeout <= 0 or startup_timeout <= 0:
@@ -668,6 +675,7 @@ def replay_bag(
     exit_code: int | None = None
     stopped_early: str | None = None
     publish_failures = 0
+    lockstep_timeouts = 0
     duplicate_stamps = 0
     publish_times: list[int] = []
     bag_times: list[int] = []
@@ -697,7 +705,7 @@ def replay_bag(
             if child is not None and child.poll() is not None:
                 stopped_early = f"node exited with code {child.returncode} during the replay"
                 break
-            if not fast:
+            if not fast and not lockstep:
                 first_bag_ns = message.timestamp_ns if first_bag_ns is None else first_bag_ns
                 offset_s = (message.timestamp_ns - first_bag_ns) / 1e9 / rate_scale
                 delay = start_mono + offset_s - time.monotonic()
@@ -721,6 +729,14 @@ def replay_bag(
                         state.published.pop(stamp, None)
                 if publish_failures <= 3:
                     player.node.get_logger().warning(f"publish failed: {exc}")
+            else:
+                answered = not lockstep or duplicate or _wait_for_answer(state, stamp, timeout)
+                if not answered:
+                    lockstep_timeouts += 1
+                    notes.append(
+                        f"lockstep: frame {index} (stamp {stamp}) got no answer within "
+                        f"{timeout:g} s; went on with the next frame"
+                    )
             bar.update(1)
         bar.close()
         _wait_for_outputs(state, timeout, child)
@@ -775,7 +791,8 @@ def replay_bag(
         "keypoints_topic": keypoints_topic,
         "mode": {
             "fast": fast,
-            "rate_scale": None if fast else rate_scale,
+            "lockstep": lockstep,
+            "rate_scale": None if fast or lockstep else rate_scale,
             "reliable": reliable,
             "depth": depth,
         },
@@ -785,6 +802,7 @@ def replay_bag(
         "frames_in_bag": frames_in_bag,
         "warmup": warmup_info,
         "publish_failures": publish_failures,
+        "lockstep_timeouts": lockstep_timeouts,
         "duplicate_input_stamps": duplicate_stamps,
         **report,
         "recorded_bag": str(recorded_path),
@@ -903,6 +921,19 @@ def _startup_problem(
     )
 
 
+def _wait_for_answer(state: _State, stamp: int, timeout: float) -> bool:
+    """Lockstep: wait until the node answered the frame stamped `stamp` (True) or not.
+
+    A child that dies meanwhile is seen by the replay loop before the next frame.
+    """
+
+    def answered() -> bool:
+        with state.lock:
+            return stamp in state.keypoint_stamps
+
+    return _wait(answered, timeout, None)
+
+
 def _wait_for_outputs(state: _State, timeout: float, child: subprocess.Popen[bytes] | None) -> None:
     """Wait until every published frame has its output, or outputs stop coming, or timeout.
 
@@ -1013,7 +1044,12 @@ def format_summary(report: dict[str, Any]) -> str:
         f"skp-replay: {report['bag']} ({report['storage']}) {report['topic']} "
         f"[{report['msgtype']}] -> {report['keypoints_topic']}",
         f"  frames published   {report['frames_published']} of {report['frames_in_bag']} "
-        f"({report['publish_failures']} publish failures)",
+        f"({report['publish_failures']} publish failures)"
+        + (
+            f", lockstep ({report.get('lockstep_timeouts', 0)} unanswered)"
+            if (report.get("mode") or {}).get("lockstep")
+            else ""
+        ),
         f"  keypoint messages  {report['keypoint_messages_received']} received, "
         f"{report['matched']} matched, {report['dropped']} dropped"
         + (f" ({100 * drop:.1f} %)" if drop is not None else ""),
@@ -1182,6 +1218,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="2.0: twice the recorded speed (default: 1.0)",
     )
     pace.add_argument("--fast", action="store_true", help="publish as fast as possible")
+    pace.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="publish each frame once the node answered the last (or --timeout passed): "
+        "results that do not depend on the machine's speed, for regression tests",
+    )
     run.add_argument(
         "--node-cmd",
         help="start this node command as a child (e.g. 'python -m skp_ros.replay echo-node'); "
@@ -1218,7 +1260,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_float,
         default=10.0,
-        help="seconds to wait for the last outputs (default: 10)",
+        help="seconds to wait for the last outputs, and with --lockstep for each frame's "
+        "(default: 10)",
     )
     run.add_argument(
         "--startup-timeout",
@@ -1274,6 +1317,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
         publish_topic=args.publish_topic,
         fast=args.fast,
         rate_scale=args.rate_scale,
+        lockstep=args.lockstep,
         node_args=node_args,
         node_cmd=args.node_cmd,
         keypoints_topic=args.keypoints_topic,

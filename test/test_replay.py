@@ -235,29 +235,40 @@ def test_keypoint_jitter_skips_gaps_and_matches_ids() -> None:
 # --------------------------------------------------------------------------- run (DDS)
 
 
-def _check_replay_report(report: dict, out: Path, frames: int, storage: str) -> None:
-    """The report, the recorded bag and the overlay strip agree with a lossless replay."""
+def _check_replay_report(
+    report: dict, out: Path, frames: int, storage: str, lossless: bool = True
+) -> None:
+    """The report, the recorded bag and the overlay strip agree with the replay.
+
+    ``lossless`` (lockstep, or reliable both ways): every frame is answered. Otherwise (paced,
+    best effort) a loaded machine may lose frames, so only the bookkeeping is exact: whatever
+    came back is matched, and the rest is counted as dropped.
+    """
     assert report["frames_published"] == frames
     assert report["publish_failures"] == 0
-    assert report["keypoint_messages_received"] == frames
-    assert report["matched"] == frames and report["dropped"] == 0
+    matched = report["matched"]
+    if lossless:
+        assert matched == frames
+    assert 1 <= matched <= frames
+    assert report["keypoint_messages_received"] == matched
+    assert report["dropped"] == frames - matched
     assert report["unmatched_outputs"] == 0
     latency = report["latency_ms"]
     assert 0 < latency["min"] <= latency["p50"] <= latency["p99"] <= latency["max"]
-    assert report["jitter_px"]["mean"] == 0.0  # the echo node's keypoints never move
-    assert report["jitter_px"]["pairs"] == frames - 1
+    if matched > 1:
+        assert report["jitter_px"]["mean"] == 0.0  # the echo node's keypoints never move
     assert report["keypoints_per_message"] == {"mean": 5.0, "min": 5, "max": 5}
-    assert report["processing_rate_hz"] > 0
     assert report["warmup"]["frames"] >= 1 and report["warmup"]["latency_ms"] > 0
     assert report["node_exit_code"] in (0, None)
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
 
     recorded = out / "recorded"
     assert bag_storage(recorded) == storage
-    assert bag_topics(recorded)[DEFAULT_KEYPOINTS_TOPIC] == (POINTCLOUD2_TYPE, frames)
+    assert bag_topics(recorded)[DEFAULT_KEYPOINTS_TOPIC] == (POINTCLOUD2_TYPE, matched)
     outputs = list(read_messages(recorded, [DEFAULT_KEYPOINTS_TOPIC]))
     published = [frame_stamp_ns(i, 30.0) for i in range(frames)]
-    assert sorted(m.stamp_ns for m in outputs) == published
+    stamps = sorted(m.stamp_ns for m in outputs)
+    assert stamps == published if lossless else set(stamps) <= set(published)
     for message in outputs:
         cloud = message.deserialize()
         assert isinstance(cloud, PointCloud2)
@@ -289,21 +300,26 @@ def test_replay_raw_sqlite3_through_echo_node(tmp_path: Path) -> None:
         progress=False,
         quiet=True,
     )
-    _check_replay_report(report, out, frames, "sqlite3")
+    _check_replay_report(report, out, frames, "sqlite3", lossless=False)
     assert report["msgtype"] == IMAGE_TYPE and report["mode"]["fast"] is False
-    # Paced at the recorded 30 Hz (generous bounds: a loaded machine may lag, never lead).
-    assert 15.0 < report["publish_rate_hz"] < 32.0
+    # Paced at the recorded 30 Hz: a loaded machine may lag, never lead.
+    assert 0 < report["publish_rate_hz"] < 31.0
     if report["overlay_video"] is not None:
         video = cv2.VideoCapture(report["overlay_video"])
-        assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+        count = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+        assert video.isOpened() and count == report["matched"]
     else:
         assert any("video" in note for note in report["notes"])
     assert "echo:" in (out / "node.log").read_text()
 
 
 @pytest.mark.ros
-def test_replay_cli_compressed_mcap_fast_reliable(tmp_path: Path) -> None:
-    """The CLI end to end: JPEG bag in mcap, --fast --reliable, node started with --node-cmd."""
+def test_replay_cli_compressed_mcap_lockstep_reliable(tmp_path: Path) -> None:
+    """The CLI end to end: JPEG bag in mcap, --lockstep --reliable, node from --node-cmd.
+
+    Lockstep: every frame is answered before the next is sent, so the counts are exact on
+    any machine, however loaded.
+    """
     bag = tmp_path / "bag"
     frames = 20
     make_bag(
@@ -318,19 +334,27 @@ def test_replay_cli_compressed_mcap_fast_reliable(tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     result = _run_cli(
-        "run", str(bag), "--out", str(out), "--fast", "--reliable", "--depth", "100",
+        "run", str(bag), "--out", str(out), "--lockstep", "--reliable", "--depth", "100",
         "--node-cmd", "python -m skp_ros.replay echo-node",
         "--param", "input_qos_reliability:=reliable", "--param", "input_qos_depth:=100",
         "--startup-timeout", "30", "--local", "--no-progress",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "keypoint messages  20 received, 20 matched, 0 dropped" in result.stdout
+    assert "lockstep (0 unanswered)" in result.stdout
     report = json.loads((out / "report.json").read_text())
     _check_replay_report(report, out, frames, "mcap")
     assert report["msgtype"] == COMPRESSED_IMAGE_TYPE
     assert report["publish_topic"] == "/camera/image_raw/compressed"
     assert "input_transport:=compressed" in report["node_command"]
-    assert report["mode"] == {"fast": True, "rate_scale": None, "reliable": True, "depth": 100}
+    assert report["mode"] == {
+        "fast": False,
+        "lockstep": True,
+        "rate_scale": None,
+        "reliable": True,
+        "depth": 100,
+    }
+    assert report["lockstep_timeouts"] == 0
 
 
 @pytest.mark.ros
@@ -356,7 +380,7 @@ def test_replay_to_already_running_node_with_other_record_storage(tmp_path: Path
             quiet=True,
         )
         assert proc.poll() is None  # the replay leaves a node it did not start running
-    _check_replay_report(report, out, frames, "mcap")
+    _check_replay_report(report, out, frames, "mcap", lossless=False)
     assert report["node_command"] is None and report["node_log"] is None
     assert bag_topics(out / "recorded")["/rosout"][0] == "rcl_interfaces/msg/Log"
 
@@ -406,8 +430,12 @@ def test_replay_through_keypoint_node_with_tiny_bundle(tmp_path: Path) -> None:
     report = replay_bag(
         bag,
         out,
-        rate_scale=0.2,  # 6 Hz: the CPU node keeps up, so few frames are dropped
-        node_args=["-p", f"bundle:={bundle}", "-p", "device:=cpu"],
+        lockstep=True,  # every frame answered, however loaded the machine
+        reliable=True,
+        node_args=[
+            *("-p", f"bundle:={bundle}", "-p", "device:=cpu"),
+            *("-p", "input_qos_reliability:=reliable"),
+        ],
         local=True,
         startup_timeout=90.0,
         timeout=30.0,
@@ -417,7 +445,7 @@ def test_replay_through_keypoint_node_with_tiny_bundle(tmp_path: Path) -> None:
     log = (out / "node.log").read_text()
     assert report["node_exit_code"] == 0, log
     assert report["frames_published"] == frames
-    assert report["matched"] >= 1, (report, log)
+    assert report["matched"] == frames and report["lockstep_timeouts"] == 0, (report, log)
     assert report["unmatched_outputs"] == 0 and report["undecodable_outputs"] == 0
     assert report["latency_ms"]["min"] > 0
     assert 1 <= report["keypoints_per_message"]["max"] <= 16
