@@ -47,10 +47,32 @@ class TileEngine:
         self._probs = torch.empty(numel, dtype=p.dtype, device=p.device)
 
     # -- per image ---------------------------------------------------------------------------
-    def _source(self, b: int) -> tuple[Tensor, Tensor]:
-        """What image b's tiles are formed from, and its per-head keys [H, T, d]."""
+    def _kept_first(self, chosen: Tensor | None) -> tuple[Tensor | None, slice | Tensor]:
+        """A token order with the kept tokens first, and where the kept columns then lie.
+
+        The order changes no value (a softmax does not care where its columns are), but
+        distinct kept tokens become the tile's first K columns: a view instead of an
+        index_select (forward) and an index_add (backward). Repeated kept tokens keep the
+        indexed path.
+        """
+        if chosen is None:
+            return None, slice(None)
+        p = self.plan
+        rest = torch.ones(p.tokens, dtype=torch.bool, device=p.device)
+        rest[chosen] = False
+        others = rest.nonzero().flatten()
+        distinct = torch.unique(chosen)
+        if distinct.numel() == chosen.numel():
+            return torch.cat([chosen, others]), slice(0, chosen.numel())
+        return torch.cat([distinct, others]), torch.searchsorted(distinct, chosen)
+
+    def _source(self, b: int, order: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """What image b's tiles are formed from, and its per-head keys [H, T, d] (in ``order``
+        when given, which the tiles' token columns then follow)."""
         p = self.plan
         q, k = p.head_qk(b)
+        if order is not None:
+            k = k.index_select(1, order)
         h, w = p.grid
         if self.strategy == "logits":
             native = torch.matmul(q, k.transpose(1, 2)).view(p.heads, h, w, p.tokens)
@@ -103,15 +125,14 @@ class TileEngine:
         r = p.resolution
         for b in range(p.batch):
             chosen = None if tokens is None else (tokens if tokens.ndim == 1 else tokens[b])
-            source, k = self._source(b)
+            order, kept = self._kept_first(chosen)
+            source, k = self._source(b, order)
             for win, heads in self._order(all_tokens=chosen is None, backward=False):
                 r0, r1 = win[:2]
                 tile = out[b, r0 * r : r1 * r]
                 logits = self._tile_logits(source, k, win, heads)
                 into = self._probs[: logits.numel()].view_as(logits)
-                probs = torch.softmax(logits, -1, out=into)
-                if chosen is not None:
-                    probs = probs.index_select(-1, chosen)
+                probs = torch.softmax(logits, -1, out=into)[..., kept]
                 if probs.ndim == 3:
                     probs = probs.sum(0)
                 tile.add_(probs, alpha=p.weight)
@@ -126,7 +147,8 @@ class TileEngine:
         dk_all = torch.zeros(p.k.shape, dtype=p.dtype, device=p.device)
         for b in range(p.batch):
             chosen = None if tokens is None else (tokens if tokens.ndim == 1 else tokens[b])
-            source, k = self._source(b)
+            order, kept = self._kept_first(chosen)
+            source, k = self._source(b, order)
             stored = None
             if p.lse is not None and p.has_lse(b, b + 1):
                 stored = p.lse[b].to(p.dtype)
@@ -148,11 +170,17 @@ class TileEngine:
                     )
                 else:
                     # p_n (g_n [n in S] - sum_{m in S} g_m p_m), in the probs buffer
-                    weighted = probs.index_select(-1, chosen).mul_(g_tile)
+                    weighted = probs[..., kept] * g_tile
                     total = weighted.sum(-1, keepdim=True).neg_()
-                    dlogits = probs.mul_(total).index_add_(-1, chosen, weighted)
+                    dlogits = probs.mul_(total)
+                    if isinstance(kept, slice):
+                        dlogits[..., kept].add_(weighted)
+                    else:
+                        dlogits.index_add_(-1, kept, weighted)
                 self._accumulate(source, k, d_source, d_k, win, heads, dlogits)
-            dq, dk = self._finish(b, d_source, d_k)
+            dq, dk = self._finish(b, d_source, d_k, k)
+            if order is not None:  # back to the tokens' own order
+                dk = torch.empty_like(dk).index_copy_(0, order, dk)
             dq_all[b] += dq
             dk_all[b if dk_all.shape[0] > 1 else 0] += dk
         return dq_all, dk_all
@@ -182,11 +210,12 @@ class TileEngine:
         dq.add_(torch.matmul(dlogits, k[heads]))
         d_k[heads].add_(torch.matmul(dlogits.transpose(-1, -2), q))
 
-    def _finish(self, b: int, d_source: Tensor, d_k: Tensor) -> tuple[Tensor, Tensor]:
-        """Image b's gradients of its native q [h*w, inner] and of k [T, inner]."""
+    def _finish(self, b: int, d_source: Tensor, d_k: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Image b's gradients of its native q [h*w, inner] and of k [T, inner] (the latter
+        in the token order of ``k``, the per-head keys the tiles used)."""
         p = self.plan
         if self.strategy == "logits":
-            q, k = p.head_qk(b)
+            q = p.head_qk(b)[0]
             h, w = p.grid
             d_along_x = d_source.view(p.heads, h, p.resolution, p.tokens)
             d_native = torch.matmul(p.ux.T, d_along_x).view(p.heads, h * w, p.tokens)

@@ -62,7 +62,9 @@ def test_maps_and_gradients_equal_the_oracle(strategy: str, shared: bool) -> Non
     layers = _layers(shared=shared)
     settings = MapSettings(12, strategy=strategy, block_pixels=30)  # ragged last tile
     g = torch.Generator().manual_seed(1)
-    for tokens in (None, torch.tensor([[1, 3, 5], [0, 6, 2]]), torch.tensor([4, 4])):
+    # every token; distinct kept tokens (tiles put them first); repeated ones, alone or mixed
+    repeated = torch.tensor([[5, 1, 5], [6, 0, 6]])
+    for tokens in (None, torch.tensor([[1, 3, 5], [0, 6, 2]]), torch.tensor([4, 4]), repeated):
         expected = reference_maps(layers, 12, tokens)
         got = fused_maps(layers, settings, tokens)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
