@@ -67,8 +67,10 @@ class TileEngine:
         return torch.cat([distinct, others]), torch.searchsorted(distinct, chosen)
 
     def _source(self, b: int, order: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """What image b's tiles are formed from, and its per-head keys [H, T, d] (in ``order``
-        when given, which the tiles' token columns then follow)."""
+        """What image b's tiles are formed from, and its per-head keys [H, T, d].
+
+        Keys come in ``order`` when given, and the tiles' token columns then follow it.
+        """
         p = self.plan
         q, k = p.head_qk(b)
         if order is not None:
@@ -211,8 +213,10 @@ class TileEngine:
         d_k[heads].add_(torch.matmul(dlogits.transpose(-1, -2), q))
 
     def _finish(self, b: int, d_source: Tensor, d_k: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        """Image b's gradients of its native q [h*w, inner] and of k [T, inner] (the latter
-        in the token order of ``k``, the per-head keys the tiles used)."""
+        """Image b's gradients of its native q [h*w, inner] and of k [T, inner].
+
+        dk comes in the token order of ``k``, the per-head keys the tiles used.
+        """
         p = self.plan
         if self.strategy == "logits":
             q = p.head_qk(b)[0]
