@@ -697,7 +697,7 @@ def write_fixture(
     if name not in _WRITERS:
         raise ValueError(f"no fixture for {name!r}; choose one of {', '.join(_WRITERS)}")
     if num_train < 1 or num_test < 1:
-        raise ValueError("num_train and num_test must be >= 1")
+        raise ValueError(f"num_train and num_test must be >= 1, got {num_train} and {num_test}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     _WRITERS[name](root, int(num_train), int(num_test), np.random.default_rng(seed))

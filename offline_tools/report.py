@@ -187,6 +187,8 @@ def _summary_rows(content: dict[str, Any]) -> list[tuple[str, str]]:
         ]
     if content.get("skipped_images"):
         rows.append(("unreadable images skipped", str(content["skipped_images"])))
+    if content.get("resumed_at_step") is not None:
+        rows.append(("optimization", f"resumed at step {content['resumed_at_step']}"))
     rows.append(("keypoints", ", ".join(content["keypoint_names"])))
     for stage, seconds in content.get("stage_seconds", {}).items():
         if seconds is not None:

@@ -36,7 +36,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from offline_tools.datasets import KeypointDataset, load_dataset
 from offline_tools.distributed import Distributed
@@ -48,6 +47,7 @@ from skp_core.config import MethodConfig
 from skp_core.detector import KeypointDetector
 from skp_core.metrics import DATASET_PROTOCOLS, DatasetProtocol, evaluate
 from skp_core.optimize import OptimizationError, TokenOptimizer, resumable_settings
+from skp_core.progress import progress as progress_bar
 from skp_core.readout import read_keypoints
 from skp_core.regression import apply_regressor, fit_regressor
 from skp_core.select_tokens import select_best_tokens
@@ -342,7 +342,7 @@ class TrainingRun:
         except (OSError, ValueError):
             return {}
 
-    def mark_done(self, unit: str, key: str, seconds: float) -> None:
+    def mark_done(self, unit: str, key: str, seconds: float, **extra: Any) -> None:
         if not self.dist.is_main:
             return
         state = self.read_state()
@@ -350,12 +350,30 @@ class TrainingRun:
             "key": key,
             "seconds": round(seconds, 3),
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **extra,
+        }
+        write_json(self.paths.state, state)
+
+    def mark_started(self, unit: str, key: str) -> None:
+        """Claim a unit's outputs for `key` without recording it as done.
+
+        No seconds, no finished time: a run killed meanwhile leaves a unit that never looks
+        finished.
+        """
+        if not self.dist.is_main:
+            return
+        state = self.read_state()
+        state[unit] = {
+            "key": key,
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         write_json(self.paths.state, state)
 
     def _recorded(self, unit: str, key: str, outputs: Sequence[Path]) -> bool:
         entry = self.read_state().get(unit)
-        return bool(entry) and entry.get("key") == key and all(p.exists() for p in outputs)
+        if not entry or "finished" not in entry or entry.get("key") != key:
+            return False
+        return all(p.exists() for p in outputs)
 
     def _require(self, path: Path, stage: str) -> Path:
         if not path.exists():
@@ -510,6 +528,10 @@ class TrainingRun:
         same = resumable_settings(meta.get("config", {})) == resumable_settings(self.cfg)
         return same and int(meta.get("step", 0)) >= self.cfg.steps
 
+    def optimize_pending(self) -> bool:
+        """Whether the optimize stage has steps left to run (every rank gets rank 0's answer)."""
+        return not self._decide(self._optimize_done)
+
     def stage_optimize(self, force: bool) -> bool:
         if force:
             if self.dist.is_main:
@@ -518,9 +540,10 @@ class TrainingRun:
         elif self._decide(self._optimize_done):
             return False
         start = time.perf_counter()
-        self.mark_done("optimize", self._optimize_identity(), 0.0)  # claims the checkpoints
+        self.mark_started("optimize", self._optimize_identity())  # claims the checkpoints
         images = self.dataset("train", augment=self.opts.augment)
         self.log(f"optimize: {len(images)} training images, {self.cfg.steps} steps")
+        resumed_at: int | None = None
         with self.mapper() as mapper:
             optimizer = TokenOptimizer(
                 mapper,
@@ -532,6 +555,9 @@ class TrainingRun:
                 shard=self.dist.shard(),
             )
             try:
+                if optimizer.try_resume():
+                    resumed_at = optimizer.step
+                    self.log(f"optimize: {optimizer.resume_message()}")
                 optimizer.run()
             except OptimizationError as error:
                 if "other settings" in str(error):
@@ -539,7 +565,8 @@ class TrainingRun:
                         f"{error}; or pass --force optimize to start over"
                     ) from error
                 raise
-        self.mark_done("optimize", self._optimize_identity(), time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        self.mark_done("optimize", self._optimize_identity(), elapsed, resumed_at_step=resumed_at)
         return True
 
     # -- select ----------------------------------------------------------------------------
@@ -685,7 +712,7 @@ class TrainingRun:
         )
         batch_iter = iter(loader)
         total = sum(stop - start for start, stop in mine)
-        with tqdm(
+        with progress_bar(
             total=total, desc=f"precompute {split}", unit="img", disable=not self.progress
         ) as bar:
             for index in range(rounds):
@@ -952,7 +979,10 @@ class TrainingRun:
             "published": None if self.protocol is None else self.protocol.published,
             "config": self.cfg.to_dict(),
             "stage_seconds": {
-                k: v.get("seconds") for k, v in self.read_state().items() if isinstance(v, dict)
+                k: v.get("seconds")
+                for k, v in self.read_state().items()
+                if isinstance(v, dict) and "finished" in v
             },
+            "resumed_at_step": (self.read_state().get("optimize") or {}).get("resumed_at_step"),
             "skipped_images": self.result.skipped_images,
         }

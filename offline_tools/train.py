@@ -359,9 +359,12 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     run = {**RUN_DEFAULTS, **{k: v for k, v in merged.items() if k in RUN_DEFAULTS}}
     for name in ("batch_size", "checkpoint_every", "report_images", "precompute_chunk"):
         if run[name] < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {run[name]}")
     if run["num_workers"] < 0 or run["max_regression_images"] < 1:
-        raise ConfigError("--num-workers must be >= 0 and --max-regression-images >= 1")
+        raise ConfigError(
+            "--num-workers must be >= 0 and --max-regression-images >= 1, got "
+            f"{run['num_workers']} and {run['max_regression_images']}"
+        )
     options = RunOptions(
         dataset=str(merged["dataset"]),
         data_root=Path(merged["data_root"]).expanduser(),
@@ -460,7 +463,10 @@ def _error(message: str, code: int) -> int:
 
 
 def _preflight(run: TrainingRun, stages: Sequence[str]) -> None:
-    """Open every split the stages read now, so missing files fail in seconds, not hours."""
+    """Open every split the stages read, and the model a pending optimization needs, now.
+
+    Missing files then fail in seconds, not hours, and before any stage has started.
+    """
     needs = set()
     if {"optimize", "select"} & set(stages) or (run.custom and "report" in stages):
         needs.add("train")
@@ -470,6 +476,8 @@ def _preflight(run: TrainingRun, stages: Sequence[str]) -> None:
         needs.add("test")
     for split in sorted(needs):
         run.dataset(split, augment=run.opts.augment and split == "train")
+    if "optimize" in stages and run.optimize_pending():
+        run.backbone  # noqa: B018 -- a missing or broken model fails before any stage starts
 
 
 def run_training(settings: Settings, dist: Distributed) -> RunResult:

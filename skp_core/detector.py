@@ -95,7 +95,7 @@ class KeypointDetector:
         self.bundle = bundle
         self.num_views = int(num_views or method.get("num_views", 10))
         if self.num_views < 1:
-            raise ValueError("num_views must be at least 1")
+            raise ValueError(f"num_views must be at least 1, got {self.num_views}")
         self.include_identity = bool(
             method.get("include_identity_view", False)
             if include_identity is None

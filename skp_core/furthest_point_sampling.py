@@ -88,7 +88,10 @@ def select_keypoint_tokens(
     maps twice (§4). Raises ValueError when top_k exceeds the number of candidates.
     """
     if maps_for_ranking.dim() != 4 or maps_for_locations.dim() != 4:
-        raise ValueError("maps must have shape [B, T, H, W]")
+        raise ValueError(
+            "maps must have shape [B, T, H, W], got "
+            f"{list(maps_for_ranking.shape)} and {list(maps_for_locations.shape)}"
+        )
     if maps_for_ranking.shape[:2] != maps_for_locations.shape[:2]:
         raise ValueError(
             f"batch/token axes differ: {tuple(maps_for_ranking.shape[:2])} "

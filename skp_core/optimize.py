@@ -9,6 +9,7 @@ move with the image (equivariance). Only the context is trained.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from skp_core.furthest_point_sampling import spread_candidates
 from skp_core.image_batch import image_of, stack_resized
 from skp_core.latents import add_noise_t0, draw_noise
 from skp_core.losses import keypoint_losses
+from skp_core.progress import progress
 from skp_core.shard import Shard
 
 # A source of training images: len() and [i] -> [3, H, W] in [0, 1] or a dict with "image".
@@ -112,6 +114,7 @@ class TokenOptimizer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._latents: dict[int, Tensor] = {}
+        self._resume_tried = False
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_tensors(self) -> dict[str, Tensor]:
@@ -135,7 +138,11 @@ class TokenOptimizer:
         save_checkpoint(self.checkpoint_dir, self.state_tensors(), meta)
 
     def try_resume(self) -> bool:
-        """Continue from the checkpoint in checkpoint_dir, if there is one."""
+        """Continue from the checkpoint in checkpoint_dir, if there is one.
+
+        Called by :meth:`run` unless the caller already did (to report it its own way).
+        """
+        self._resume_tried = True
         if self.checkpoint_dir is None or not has_checkpoint(self.checkpoint_dir):
             return False
         tensors, meta = load_checkpoint(self.checkpoint_dir)
@@ -157,6 +164,11 @@ class TokenOptimizer:
         self.step = int(meta["step"])
         self.history = list(meta.get("history", []))
         return True
+
+    def resume_message(self, total: int | None = None) -> str:
+        """'resuming at step N of M from DIR': what a resumed run says first."""
+        total = self.config.steps if total is None else total
+        return f"resuming at step {self.step} of {total} from {self.checkpoint_dir}"
 
     # -- one step -------------------------------------------------------------------------
     def _batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
@@ -265,20 +277,25 @@ class TokenOptimizer:
     def run(self, steps: int | None = None) -> OptimizationResult:
         """Run up to `steps` (default: config.steps) total steps, resuming if possible."""
         total = self.config.steps if steps is None else steps
-        self.try_resume()
-        bar = tqdm(
-            total=total, initial=self.step, desc="optimize tokens", disable=not self.progress
+        if not self._resume_tried and self.try_resume() and self.progress:
+            tqdm.write(self.resume_message(total), file=sys.stderr)  # beside the progress
+        bar = progress(
+            total=total,
+            initial=self.step,
+            desc="optimize tokens",
+            unit="step",
+            disable=not self.progress,
         )
         start = time.perf_counter()
         try:
             while self.step < total:
                 record = self.train_step()
-                bar.update(1)
                 bar.set_postfix(
                     loss=f"{record['loss']:.4g}",
                     equi=f"{record['equivariance']:.3g}",
                     loc=f"{record['localization']:.3g}",
                 )
+                bar.update(1)
                 if self.step % self.checkpoint_every == 0 or self.step == total:
                     self.save()
         finally:

@@ -290,7 +290,7 @@ def fit_linear_regressor_h36m(
     swapping (upstream's rule, default 10) or after `max_iterations` fits.
     """
     if max_iterations < 1:
-        raise ValueError("max_iterations must be >= 1")
+        raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
     xc, yc = _centred_pair(discovered, annotations)
     n = xc.shape[0]
     targets = yc.reshape(n, -1, 2)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from skp_core.attention_maps import AttentionMapper
 from skp_core.furthest_point_sampling import select_keypoint_tokens
 from skp_core.image_batch import image_of, stack_resized
 from skp_core.optimize import ImageSource
+from skp_core.progress import progress as progress_bar
 
 
 def count_token_selections(
@@ -49,9 +49,8 @@ def select_best_tokens(
     count = min(num_images, len(images))
     order = torch.randperm(len(images), generator=generator)[:count].tolist()
     counts = torch.zeros(context.shape[0], dtype=torch.long, device=mapper.backbone.device)
-    for start in tqdm(
-        range(0, count, batch_size), desc="select tokens", disable=not progress, unit="batch"
-    ):
+    batches = range(0, count, batch_size)
+    for start in progress_bar(batches, desc="select tokens", disable=not progress, unit="batch"):
         batch = stack_resized(
             [image_of(images[i]) for i in order[start : start + batch_size]],
             mapper.image_size,

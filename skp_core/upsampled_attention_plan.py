@@ -155,7 +155,10 @@ class LayerPlan:
         if h * w != layer.q.shape[1]:
             raise ValueError(f"grid {layer.grid} does not match {layer.q.shape[1]} queries")
         if layer.q.shape[-1] % layer.heads or layer.k.shape[-1] != layer.q.shape[-1]:
-            raise ValueError("q and k must have the same width, a multiple of the heads")
+            raise ValueError(
+                f"q and k must have the same width, a multiple of the {layer.heads} heads; "
+                f"got {layer.q.shape[-1]} and {layer.k.shape[-1]}"
+            )
         self.batch = int(layer.q.shape[0])
         self.tokens = int(layer.k.shape[1])
         self.head_dim = layer.q.shape[-1] // layer.heads

@@ -31,7 +31,7 @@ def view_transforms(
     which lowers variance when only a few views are affordable.
     """
     if num_views < 1:
-        raise ValueError("num_views must be at least 1")
+        raise ValueError(f"num_views must be at least 1, got {num_views}")
     thetas = sample_affine(
         num_images * num_views,
         generator,

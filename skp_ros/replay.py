@@ -43,10 +43,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from skp_core.bundle import default_colors
 from skp_core.overlay import draw_keypoints
+from skp_core.progress import progress as progress_bar
 from skp_ros.bag_io import (
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
@@ -200,7 +200,7 @@ def make_bag(
     sizes: set[tuple[int, int]] = set()
     with BagWriter(out_bag, storage) as writer:
         for index, rgb in enumerate(
-            tqdm(images, total=count, desc="make-bag", unit="frame", disable=not progress)
+            progress_bar(images, total=count, desc="make-bag", unit="frame", disable=not progress)
         ):
             if compressed:
                 msg = rgb_to_compressed_msg(rgb, quality=jpeg_quality)
@@ -630,7 +630,9 @@ def replay_bag(
     if not fast and (not math.isfinite(rate_scale) or rate_scale <= 0):
         raise ReplayError(f"rate_scale must be > 0, got {rate_scale}")
     if timeout <= 0 or startup_timeout <= 0:
-        raise ReplayError("timeouts must be > 0")
+        raise ReplayError(
+            f"timeouts must be > 0, got timeout {timeout} and startup_timeout {startup_timeout}"
+        )
     try:
         image_topic, image_msgtype = find_image_topic(bag, topic)
         storage = bag_storage(bag)
@@ -698,7 +700,7 @@ def replay_bag(
             else:
                 notes.append(f"record topic {extra} never appeared in the ROS graph; not recorded")
 
-        bar = tqdm(total=frames_in_bag, desc="replay", unit="frame", disable=not progress)
+        bar = progress_bar(total=frames_in_bag, desc="replay", unit="frame", disable=not progress)
         first_bag_ns: int | None = None
         start_mono = time.monotonic()
         for index, message in enumerate(read_messages(bag, [image_topic])):

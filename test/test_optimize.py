@@ -46,14 +46,16 @@ def test_same_seed_same_context(mapper, images):
     assert not torch.equal(a.context, c.context)
 
 
-def test_stop_and_resume_equals_uninterrupted_run(mapper, images, tmp_path):
+def test_stop_and_resume_equals_uninterrupted_run(mapper, images, tmp_path, capsys):
     straight = TokenOptimizer(mapper, images, _config(steps=6), progress=False).run()
     ckpt = tmp_path / "ckpt"
     first = TokenOptimizer(mapper, images, _config(steps=6), ckpt, checkpoint_every=1)
     first.progress = False
     first.run(steps=3)  # "killed" after step 3
-    resumed = TokenOptimizer(mapper, images, _config(steps=6), ckpt, progress=False)
+    resumed = TokenOptimizer(mapper, images, _config(steps=6), ckpt, progress=True)
     result = resumed.run()
+    # It says so before anything else.
+    assert capsys.readouterr().err.startswith(f"resuming at step 3 of 6 from {ckpt}\n")
     assert result.steps_done == 6
     assert torch.equal(result.context, straight.context)
     assert [h["loss"] for h in result.history] == [h["loss"] for h in straight.history]

@@ -173,14 +173,15 @@ def test_rerun_skips_finished_stages(celeba_run, data, capsys):
     assert json.loads((celeba_run / "stages.json").read_text()) == state
 
 
-def test_interrupted_run_resumes(data, tmp_path):
+def test_interrupted_run_resumes(data, tmp_path, capsys):
     """--steps 2 (as a real subprocess), then --steps 4: the same context as 4 straight steps."""
     root = data("celeba_aligned")
     out = tmp_path / "resumed"
     args = ["--dataset", "celeba_aligned", "--data-root", str(root), "--out", str(out), *TINY]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = ["--steps", "2", "--num-workers", "2", "--progress"]
     done = subprocess.run(
-        [sys.executable, "-m", "offline_tools.train", *args, "--steps", "2", "--num-workers", "2"],
+        [sys.executable, "-m", "offline_tools.train", *args, *first],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -189,13 +190,21 @@ def test_interrupted_run_resumes(data, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "inter_eye_distance" in done.stdout and "bundle:" in done.stdout
+    # stderr is a pipe, not a terminal: plain progress lines, no carriage-return redraws
+    assert "\r" not in done.stderr and "optimize tokens: 2/2 step (100 %)" in done.stderr
     _, meta = load_checkpoint(out / "checkpoints")
     assert meta["step"] == 2
     first_select = json.loads((out / "stages.json").read_text())["select"]["key"]
 
+    capsys.readouterr()
     assert main([*args, "--steps", "4"]) == 0
+    captured = capsys.readouterr()
+    message = f"optimize: resuming at step 2 of 4 from {out / 'checkpoints'}"
+    assert message in captured.out + captured.err
     _, meta = load_checkpoint(out / "checkpoints")
     assert meta["step"] == 4 and len(meta["history"]) == 4
+    assert json.loads((out / "stages.json").read_text())["optimize"]["resumed_at_step"] == 2
+    assert "resumed at step 2" in (out / "report" / "index.html").read_text()
     # The new context invalidated what was derived from the old one.
     state = json.loads((out / "stages.json").read_text())
     assert state["select"]["key"] != first_select
@@ -306,6 +315,11 @@ def test_bad_settings_exit_2(tmp_path, capsys):
     args = ["--dataset", "celeba_aligned", "--data-root", "x", "--out", "o", "--model", "tiny"]
     assert main([*args, "--top-k", "30"]) == 2
     assert "top_k (30) must not exceed num_candidates (16)" in capsys.readouterr().err
+    # Every check names what it was given.
+    assert main([*args, "--checkpoint-every", "0"]) == 2
+    assert "--checkpoint-every must be at least 1, got 0" in capsys.readouterr().err
+    assert main([*args, "--num-workers", "-2"]) == 2
+    assert "--max-regression-images >= 1, got -2 and" in capsys.readouterr().err
 
 
 def test_missing_data_root_exit_2(tmp_path, capsys):
@@ -319,10 +333,15 @@ def test_missing_data_root_exit_2(tmp_path, capsys):
 
 def test_missing_model_weights_exit_2(data, tmp_path, capsys):
     root = data("celeba_aligned")
-    args = ["--dataset", "celeba_aligned", "--data-root", str(root), "--out", str(tmp_path)]
+    out = tmp_path / "run"
+    args = ["--dataset", "celeba_aligned", "--data-root", str(root), "--out", str(out)]
     assert main([*args, *TINY, "--model", str(tmp_path / "no-such-model")]) == 2
-    err = capsys.readouterr().err
-    assert "no-such-model" in err and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert "no-such-model" in captured.err and "Traceback" not in captured.err
+    # It fails before any stage starts: none announced, none recorded.
+    assert "optimize:" not in captured.out + captured.err
+    state = out / "stages.json"
+    assert not state.exists() or "optimize" not in json.loads(state.read_text())
 
 
 def test_non_finite_loss_exit_1_keeps_checkpoint(data, tmp_path, capsys):
@@ -334,6 +353,9 @@ def test_non_finite_loss_exit_1_keeps_checkpoint(data, tmp_path, capsys):
     assert "non-finite loss at step 2" in err and str(out / "checkpoints") in err
     _, meta = load_checkpoint(out / "checkpoints")
     assert meta["step"] == 1
+    # The stage that failed claimed its outputs but is not recorded as done.
+    optimize = json.loads((out / "stages.json").read_text())["optimize"]
+    assert "started" in optimize and "finished" not in optimize and "seconds" not in optimize
 
 
 def test_changed_optimization_settings_need_force(celeba_run, data, capsys):
