@@ -196,13 +196,15 @@ def load_backbone(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float32",
     seed: int = 0,
+    allow_download: bool = True,
 ) -> Backbone:
     """Load VAE + UNet, frozen and in eval mode, on ``device`` in ``dtype``.
 
     ``model`` is ``tiny``, ``sd15-random``, ``sd15-narrow``, a local diffusers folder, a hub id
     (resolved from the local Hugging Face cache first) or an SD 1.x ``.safetensors`` file.
-    ``seed`` only matters for the built-in random models. The global torch RNG state is left
-    untouched.
+    ``seed`` only matters for the built-in random models. ``allow_download=False`` never
+    touches the network: a hub id must then be in the local cache (robots run offline). The
+    global torch RNG state is left untouched.
     """
     torch_device = _parse_device(device)
     torch_dtype = _parse_dtype(dtype)
@@ -225,7 +227,7 @@ def load_backbone(
             vae, unet = _build_random(vae_config, unet_config, seed)
             model_seed = seed
         else:
-            vae, unet, model = _load_weights(model, torch_dtype)
+            vae, unet, model = _load_weights(model, torch_dtype, allow_download)
             model_seed = None
     for module in (vae, unet):
         module.requires_grad_(False)
@@ -314,7 +316,7 @@ def _build_tiny(seed: int) -> tuple[AutoencoderKL, UNet2DConditionModel]:
 
 
 def _load_weights(
-    model: str, dtype: torch.dtype
+    model: str, dtype: torch.dtype, allow_download: bool = True
 ) -> tuple[AutoencoderKL, UNet2DConditionModel, str]:
     """Dispatch on the form of ``model``; returns the models and the id to record."""
     lower = model.lower()
@@ -335,7 +337,7 @@ def _load_weights(
     if path.exists():
         raise BackboneError(f"{model!r} is a file of an unsupported kind. " + _HINT)
     if _HUB_ID.match(model):
-        folder = _resolve_hub(model)
+        folder = _resolve_hub(model, allow_download)
         vae, unet = _load_folder(folder, dtype, what=f"hub snapshot {model!r} at {str(folder)!r}")
         return vae, unet, model
     raise BackboneError(f"No model folder or file at {str(path)!r}. " + _HINT)
@@ -424,8 +426,8 @@ def _snapshot_complete(folder: Path) -> bool:
     )
 
 
-def _resolve_hub(repo_id: str) -> Path:
-    """Local cache first (no network at all); download only when online mode allows it."""
+def _resolve_hub(repo_id: str, allow_download: bool = True) -> Path:
+    """Local cache first (no network at all); download only if the caller and the env allow."""
     from huggingface_hub import snapshot_download
 
     cache_dir = _hub_cache_dir()
@@ -445,6 +447,13 @@ def _resolve_hub(repo_id: str) -> Path:
         if _snapshot_complete(folder):
             return folder
         local_error = FileNotFoundError(f"partial snapshot {folder} lacks vae/ or unet/ weights")
+    if not allow_download:
+        raise BackboneError(
+            f"{repo_id!r} is not a local folder and is not in the Hugging Face cache "
+            f"{cache_dir!r} ({local_error.__class__.__name__}); downloads are not allowed here, "
+            "so nothing was fetched (for the node: set allow_download:=true, or download it "
+            "once beforehand). " + _HINT
+        )
     if _hub_offline():
         raise BackboneError(
             f"{repo_id!r} is not a local folder and is not in the Hugging Face cache "

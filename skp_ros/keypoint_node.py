@@ -406,7 +406,13 @@ class KeypointNode(LifecycleNode):
         seed = fingerprint.get("seed")
         backbone_seed = seed if isinstance(seed, int) and not settings.model else 0
         try:
-            backbone = load_backbone(model, device=device, dtype=dtype, seed=backbone_seed)
+            backbone = load_backbone(
+                model,
+                device=device,
+                dtype=dtype,
+                seed=backbone_seed,
+                allow_download=settings.allow_download,
+            )
         except BackboneError as exc:
             raise ConfigureError(f"cannot load the backbone {model!r}: {exc}") from None
         try:

@@ -292,6 +292,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "instead of failing configure.",
     ),
     ParamSpec(
+        "allow_download",
+        False,
+        "Let configure download a hub model missing from the local Hugging Face cache. Off: "
+        "the node never touches the network (robots run offline) and says what is missing.",
+    ),
+    ParamSpec(
         "autostart",
         True,
         "The executable configures and activates the node itself at start-up (for ros2 run / "
@@ -365,6 +371,7 @@ class NodeSettings:
     diagnostics_period: float
     lazy: bool
     allow_cpu_fallback: bool
+    allow_download: bool
     autostart: bool
 
     @classmethod

@@ -501,6 +501,13 @@ def test_lifecycle_transitions_and_clear_configure_failures(client, bundles, tmp
         assert not client.change_state(name, "configure")
         node.wait_for_output("cannot load the backbone")
 
+        # 3b. A hub model missing from the cache: refused, never downloaded (robots run offline).
+        assert client.set_parameters(name, model="nobody/no-such-model")[0].successful
+        assert not client.change_state(name, "configure")
+        node.wait_for_output("downloads are not allowed here")
+        assert "allow_download:=true" in node.output()
+        assert "downloading it failed" not in node.output()
+
         # 4. CUDA requested where there is none: fails, unless CPU fallback is allowed.
         assert client.set_parameters(name, model="", device="cuda")[0].successful
         if not torch.cuda.is_available():
