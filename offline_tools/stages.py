@@ -342,17 +342,17 @@ class TrainingRun:
         except (OSError, ValueError):
             return {}
 
-    def mark_done(self, unit: str, key: str, seconds: float, **extra: Any) -> None:
+    def _set_unit(self, unit: str, entry: dict[str, Any]) -> None:
+        """Replace one unit's entry in stages.json (rank 0 only)."""
         if not self.dist.is_main:
             return
         state = self.read_state()
-        state[unit] = {
-            "key": key,
-            "seconds": round(seconds, 3),
-            "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            **extra,
-        }
+        state[unit] = entry
         write_json(self.paths.state, state)
+
+    def mark_done(self, unit: str, key: str, seconds: float, **extra: Any) -> None:
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self._set_unit(unit, {"key": key, "seconds": round(seconds, 3), "finished": now, **extra})
 
     def mark_started(self, unit: str, key: str) -> None:
         """Claim a unit's outputs for `key` without recording it as done.
@@ -360,14 +360,8 @@ class TrainingRun:
         No seconds, no finished time: a run killed meanwhile leaves a unit that never looks
         finished.
         """
-        if not self.dist.is_main:
-            return
-        state = self.read_state()
-        state[unit] = {
-            "key": key,
-            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
-        write_json(self.paths.state, state)
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self._set_unit(unit, {"key": key, "started": now})
 
     def _recorded(self, unit: str, key: str, outputs: Sequence[Path]) -> bool:
         entry = self.read_state().get(unit)

@@ -42,10 +42,9 @@ CUDA_BLOCK_PIXELS = 16384
 #: 86-101 ms, tiles 73-82 ms). CUDA keeps the fused kernel up to twice that width.
 CPU_FLASH_MAX_WIDTH = 16
 CUDA_FLASH_MAX_WIDTH = 32
-#: Whether the flash kernel's backward is used where its forward was chosen by "auto": not on
-#: a CPU, where the tile backward (with the forward's stored log-sum-exp) is faster (measured
-#: per layer and image, 10 kept tokens of 500: tiles 73-95 ms, flash 135-138 ms).
-FLASH_BACKWARD_ON_CPU = False
+#: Where "auto" chose a flash forward on a CPU, the backward takes tiles: with the forward's
+#: stored log-sum-exp they are faster there (measured per layer and image, 10 kept tokens of
+#: 500: tiles 73-95 ms, flash 135-138 ms). CUDA and an explicit "flash" keep its backward.
 
 
 @dataclass
@@ -183,8 +182,7 @@ class LayerPlan:
         #: The backward's way: the forward's, except that "auto" on a CPU takes tiles.
         self.backward_strategy = strategy
         if strategy == "flash" and settings.strategy == "auto" and cpu:
-            if not FLASH_BACKWARD_ON_CPU:
-                self.backward_strategy = choose_strategy(layer, r, self.block_rows, kept, 0)
+            self.backward_strategy = choose_strategy(layer, r, self.block_rows, kept, 0)
         self.uy = bicubic_matrix(h, r, self.dtype, self.device)
         self.ux = bicubic_matrix(w, r, self.dtype, self.device)
         self.windows = _row_windows(self.uy, self.block_rows)
