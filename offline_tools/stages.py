@@ -19,12 +19,10 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import shutil
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,15 +32,16 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from offline_tools.datasets import KeypointDataset, load_dataset
 from offline_tools.distributed import Distributed
+from skp_core import safetensors_io
+from skp_core.atomic_files import atomic_write_text, replace_dir
 from skp_core.attention_maps import AttentionMapper
 from skp_core.backbone import Backbone, load_backbone
 from skp_core.bundle import Bundle, save_bundle
-from skp_core.checkpoint import atomic_write, has_checkpoint, load_checkpoint
+from skp_core.checkpoint import has_checkpoint, load_checkpoint
 from skp_core.config import MethodConfig
 from skp_core.detector import KeypointDetector
 from skp_core.metrics import DATASET_PROTOCOLS, DatasetProtocol, evaluate
@@ -127,20 +126,8 @@ def applicable_stages(dataset: str, from_bundle: bool) -> tuple[str, ...]:
 
 
 def _sha256_file(path: Path) -> str:
-    """Hash of what a file holds, stable across rewrites of the same content.
-
-    safetensors headers are not byte-stable (the metadata map is written in hash-map order),
-    so those files are hashed by their tensors and sorted metadata.
-    """
+    """Hash of a file's bytes (skp writes byte-stable files, safetensors included)."""
     digest = hashlib.sha256()
-    if path.suffix == ".safetensors":
-        tensors, meta = load_tensors(path)
-        digest.update(json.dumps(meta, sort_keys=True).encode())
-        for name in sorted(tensors):
-            tensor = tensors[name].contiguous()
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.numpy().tobytes())
-        return digest.hexdigest()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
@@ -157,19 +144,14 @@ def _key(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """safetensors file with JSON-encoded metadata values (the format only stores strings)."""
-    payload = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     strings = {k: json.dumps(v, allow_nan=False) for k, v in meta.items()}
-    atomic_write(path, lambda tmp: save_file(payload, tmp, metadata=strings))
+    safetensors_io.save_file(path, tensors, metadata=strings)
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -184,21 +166,6 @@ def _finite_or_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def replace_dir(build: Callable[[Path], None], final: Path) -> None:
-    """Fill a temporary directory beside `final`, then swap it in (old one removed after)."""
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        build(tmp)
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -841,7 +808,7 @@ class TrainingRun:
             tensors["indices"].tolist(), meta["paths"], per_image.tolist(), strict=True
         ):
             writer.writerow([index, path, "" if not math.isfinite(value) else repr(value)])
-        write_text(self.paths.per_image_errors, buffer.getvalue())
+        atomic_write_text(self.paths.per_image_errors, buffer.getvalue())
         self.mark_done("evaluate", key, time.perf_counter() - start)
         return True
 
@@ -910,7 +877,7 @@ class TrainingRun:
 
         start = time.perf_counter()
         content = self._report_content()
-        replace_dir(lambda folder: report.write_report(folder, content), self.paths.report)
+        replace_dir(self.paths.report, lambda folder: report.write_report(folder, content))
         self.mark_done("report", key, time.perf_counter() - start)
         return True
 

@@ -39,8 +39,8 @@ from offline_tools.stages import (
     StageError,
     TrainingRun,
     applicable_stages,
-    write_text,
 )
+from skp_core.atomic_files import atomic_write_text
 from skp_core.backbone import BackboneError
 from skp_core.bundle import Bundle, BundleError, load_bundle
 from skp_core.checkpoint import CheckpointError
@@ -487,7 +487,7 @@ def run_training(settings: Settings, dist: Distributed) -> RunResult:
     paths = RunPaths(settings.options.out)
     if dist.is_main:
         paths.root.mkdir(parents=True, exist_ok=True)
-        write_text(paths.config, effective_yaml(settings))
+        atomic_write_text(paths.config, effective_yaml(settings))
         if settings.bundle is not None:
             keep = "regress" not in settings.stages
             run.import_bundle(settings.bundle, settings.options.bundle, keep_regressor=keep)

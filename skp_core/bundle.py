@@ -31,9 +31,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import struct
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,9 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
+
+from skp_core import safetensors_io
+from skp_core.atomic_files import interrupted_backups, replace_dir
 
 BUNDLE_FORMAT_VERSION = 1
 """Version of the on-disk layout; bump on any incompatible change and keep reading old ones."""
@@ -98,8 +99,24 @@ def default_colors(num_keypoints: int) -> list[tuple[int, int, int]]:
     return colors
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+def _created() -> str | None:
+    """``SOURCE_DATE_EPOCH`` as an ISO time, else None.
+
+    A wall-clock time would make two identical runs write different bytes; the reproducible
+    builds convention is to stamp only the time a user asks for. The run's stages.json still
+    says when each stage finished.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch:
+        return None
+    try:
+        moment = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
+    except (ValueError, OverflowError, OSError):
+        raise BundleError(
+            f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in seconds; set it to one "
+            f"(e.g. $(git log -1 --format=%ct)) or unset it"
+        ) from None
+    return moment.isoformat(timespec="seconds")
 
 
 def _skp_version() -> str:
@@ -135,7 +152,7 @@ class Bundle:
     dataset: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     format_version: int = BUNDLE_FORMAT_VERSION
-    created: str = field(default_factory=_now)
+    created: str | None = field(default_factory=_created)
     skp_version: str = field(default_factory=_skp_version)
 
     def __post_init__(self) -> None:
@@ -248,8 +265,8 @@ def _bundle_problem(b: Bundle) -> str | None:
     n_tokens = b.method.get("num_tokens")
     if isinstance(n_tokens, int) and n_tokens != t:
         return f"method.num_tokens = {n_tokens} but the context has {t} tokens"
-    if not isinstance(b.created, str) or not isinstance(b.skp_version, str):
-        return "created and skp_version must be strings"
+    if not isinstance(b.created, str | None) or not isinstance(b.skp_version, str):
+        return "created must be a string or None and skp_version a string"
     return None
 
 
@@ -423,27 +440,6 @@ def _pretty_json(value: Any, level: int = 0) -> str:
     return json.dumps(value, allow_nan=False)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename; not possible on every platform, where it is skipped."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _check_replaceable(path: Path) -> None:
     """Only an existing bundle (or an empty directory) may be replaced, never other data."""
     if not os.path.lexists(path):
@@ -461,17 +457,16 @@ def _check_replaceable(path: Path) -> None:
 def save_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
     """Write ``bundle`` as a directory at ``path`` and return the path.
 
-    Atomic with respect to the bundle's contents: both files are written and fsynced in a
-    temporary directory beside ``path``, then renamed into place. An existing bundle is first
-    renamed aside and deleted only after the new one is in place, and put back if that rename
-    fails, so a failure never leaves a half-written bundle where a good one was. A hard crash
-    between the two renames leaves the old bundle as ``.<name>.old-*`` beside ``path``
-    (`load_bundle` points at it); a crash before them leaves a stray ``.<name>.tmp-*``.
+    The same bundle always gives the same bytes (sorted safetensors metadata, no wall-clock
+    time unless ``SOURCE_DATE_EPOCH`` asks for one). Written with `replace_dir`: a failure
+    never leaves a half-written bundle where a good one was; a hard crash between its two
+    renames leaves the old bundle as ``.<name>.old-*`` beside ``path`` (`load_bundle` points
+    at it).
     """
     path = Path(path).absolute()
     tensors, doc = _prepare(bundle)
     try:
-        data = safetensors.torch.save(
+        data = safetensors_io.serialize(
             tensors, metadata={"format": FORMAT_NAME, "format_version": str(BUNDLE_FORMAT_VERSION)}
         )
     except Exception as e:
@@ -485,34 +480,18 @@ def save_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
             f"and dicts in backbone/method/training/dataset/metrics, and None instead of NaN"
         ) from e
 
-    tmp: Path | None = None
+    def build(folder: Path) -> None:
+        (folder / TENSORS_FILE).write_bytes(data)
+        (folder / JSON_FILE).write_bytes(text.encode("utf-8"))
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _check_replaceable(path)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()  # not mkdtemp: its 0700 mode would hide the bundle from other users
-        _write_file(tmp / TENSORS_FILE, data)
-        _write_file(tmp / JSON_FILE, text.encode("utf-8"))
-        _fsync_dir(tmp)
-        if os.path.lexists(path):
-            backup = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
-            os.replace(path, backup)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(backup, path)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        replace_dir(path, build)
     except OSError as e:
         raise BundleError(
             f"{path}: could not write the bundle ({e}); any previous bundle there is unchanged"
         ) from e
-    finally:
-        if tmp is not None and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -524,8 +503,7 @@ def _fail(file: Path, problem: str, hint: str = _RETRAIN_HINT) -> BundleError:
 
 
 def _missing_dir_hint(path: Path) -> str:
-    backups = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
-    backups = [b for b in backups if (b / JSON_FILE).is_file()]
+    backups = [b for b in interrupted_backups(path) if (b / JSON_FILE).is_file()]
     if backups:
         return (
             f"an interrupted save left the previous bundle at {backups[-1]}: rename it to "
@@ -698,7 +676,7 @@ def load_bundle(
         dataset=_field(doc, "dataset", (dict, type(None)), json_file),
         metrics=_field(doc, "metrics", (dict, type(None)), json_file),
         format_version=doc["format_version"],
-        created=_field(doc, "created", str, json_file),
+        created=_field(doc, "created", (str, type(None)), json_file),
         skp_version=_field(doc, "skp_version", str, json_file),
     )
     problem = _bundle_problem(bundle)
@@ -735,8 +713,8 @@ def describe(bundle: Bundle) -> str:
     """A few lines for CLIs and logs: what the bundle was trained on and what it outputs."""
     model = bundle.backbone.get("model", "unknown backbone")
     lines = [
-        f"skp bundle (format {bundle.format_version}, skp {bundle.skp_version}, "
-        f"created {bundle.created})",
+        f"skp bundle (format {bundle.format_version}, skp {bundle.skp_version}"
+        + (f", created {bundle.created})" if bundle.created else ")"),
         f"  backbone: {model} (cross-attention dim {bundle.context_dim})",
         f"  tokens: {bundle.num_tokens} learned, {bundle.num_keypoints} selected "
         f"{bundle.selected_indices.tolist()}",

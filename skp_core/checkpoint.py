@@ -7,15 +7,15 @@ one and renamed over it only when complete; a crash mid-write leaves the previou
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
+
+from skp_core.atomic_files import atomic_write_text
+from skp_core.safetensors_io import save_file
 
 TENSORS = "checkpoint.safetensors"
 META = "checkpoint.json"
@@ -23,33 +23,6 @@ META = "checkpoint.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read: the message names the file and what to do."""
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _default_file_mode()
-
-
-def atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, fsync it, rename it over `path`.
-
-    A crash at any point leaves either the old file or the new one, never a partial file.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(
@@ -60,10 +33,9 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     step = meta.get("step")
     tensor_name = f"checkpoint-{step}.safetensors" if step is not None else TENSORS
-    payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(directory / tensor_name, lambda tmp: save_file(payload, tmp))
+    save_file(directory / tensor_name, tensors)
     text = json.dumps({**meta, "tensors": tensor_name}, indent=2, sort_keys=True)
-    atomic_write(directory / META, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(directory / META, text)
     # Older tensor files are no longer referenced by the committed JSON.
     for old in directory.glob("checkpoint-*.safetensors"):
         if old.name != tensor_name:

@@ -12,7 +12,6 @@ import pytest
 import safetensors.torch
 import torch
 
-import skp_core.bundle as bundle_mod
 from skp_core.bundle import (
     BUNDLE_FORMAT_VERSION,
     JSON_FILE,
@@ -149,12 +148,13 @@ def test_failed_serialization_keeps_old_bundle(
     path = save_bundle(make_bundle(True), tmp_path / "b")
     before = (path / TENSORS_FILE).read_bytes()
 
-    def broken_write(file: Path, data: bytes) -> None:
-        with open(file, "wb") as f:
-            f.write(data[: len(data) // 2])
+    real_write = Path.write_bytes
+
+    def broken_write(file: Path, data: bytes) -> int:
+        real_write(file, data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(bundle_mod, "_write_file", broken_write)
+    monkeypatch.setattr(Path, "write_bytes", broken_write)
     with pytest.raises(BundleError):
         save_bundle(make_bundle(False), path)
     assert (path / TENSORS_FILE).read_bytes() == before
@@ -422,3 +422,23 @@ def test_validate_and_properties() -> None:
     b.selected_indices = torch.tensor([0, 1, 2, 12])
     with pytest.raises(BundleError, match="outside"):
         b.validate()
+
+
+def test_no_wall_clock_unless_source_date_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    first = save_bundle(make_bundle(), tmp_path / "a")
+    second = save_bundle(make_bundle(), tmp_path / "b")
+    for name in (JSON_FILE, TENSORS_FILE):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    assert load_bundle(first).created is None
+    assert "created" not in describe(load_bundle(first))
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    stamped = load_bundle(save_bundle(make_bundle(), tmp_path / "c"))
+    assert stamped.created == "2023-11-14T22:13:20+00:00"
+    assert "created 2023-11-14T22:13:20+00:00" in describe(stamped)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(BundleError, match="SOURCE_DATE_EPOCH='yesterday'"):
+        make_bundle()

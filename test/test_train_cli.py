@@ -219,6 +219,30 @@ def test_interrupted_run_resumes(data, tmp_path, capsys):
     assert [h["loss"] for h in meta["history"]] == [h["loss"] for h in straight_meta["history"]]
 
 
+def test_same_inputs_and_seed_give_byte_identical_files(celeba_run, data, tmp_path):
+    """A second process repeating the fixture's run writes the same bytes, bundle included."""
+    out = tmp_path / "again"
+    args = ["--dataset", "celeba_aligned", "--data-root", str(data("celeba_aligned"))]
+    done = subprocess.run(
+        [sys.executable, "-m", "offline_tools.train", *args, "--out", str(out), *TINY],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    results = sorted(
+        str(p.relative_to(celeba_run))
+        for p in celeba_run.rglob("*")
+        if p.suffix in (".safetensors", ".json", ".csv") and p.name != "stages.json"
+    )
+    assert "bundle/bundle.json" in results and "bundle/tensors.safetensors" in results
+    assert any(name.startswith("checkpoints/") for name in results)
+    for name in results:
+        assert (out / name).read_bytes() == (celeba_run / name).read_bytes(), name
+
+
 def test_stages_run_alone(celeba_run, data, capsys):
     root = data("celeba_aligned")
     keypoint_files = [celeba_run / f"keypoints_{s}.safetensors" for s in ("regression", "test")]
