@@ -303,6 +303,12 @@ class TrainingRun:
         finally:
             detector.close()
 
+    def check_bundle(self, bundle: Bundle) -> None:
+        """Build (and drop) the detector a bundle will get: what cannot run fails now."""
+        KeypointDetector(
+            self.backbone, bundle, num_views=self.cfg.num_views, view_space=self.cfg.view_space
+        ).close()
+
     def read_state(self) -> dict[str, Any]:
         try:
             return json.loads(self.paths.state.read_text())

@@ -462,10 +462,11 @@ def _error(message: str, code: int) -> int:
     return code
 
 
-def _preflight(run: TrainingRun, stages: Sequence[str]) -> None:
+def _preflight(run: TrainingRun, stages: Sequence[str], bundle: Bundle | None) -> None:
     """Open every split the stages read, and the model a pending optimization needs, now.
 
-    Missing files then fail in seconds, not hours, and before any stage has started.
+    Missing files then fail in seconds, not hours, and before any stage has started; so does
+    a given bundle that cannot run on the model (a layer it lacks, another context size).
     """
     needs = set()
     if {"optimize", "select"} & set(stages) or (run.custom and "report" in stages):
@@ -478,12 +479,14 @@ def _preflight(run: TrainingRun, stages: Sequence[str]) -> None:
         run.dataset(split, augment=run.opts.augment and split == "train")
     if "optimize" in stages and run.optimize_pending():
         run.backbone  # noqa: B018 -- a missing or broken model fails before any stage starts
+    if bundle is not None:
+        run.check_bundle(bundle)
 
 
 def run_training(settings: Settings, dist: Distributed) -> RunResult:
     """Import a bundle if given, write config.yaml, run the stages."""
     run = TrainingRun(settings.options, settings.config, dist)
-    _preflight(run, settings.stages)
+    _preflight(run, settings.stages, settings.bundle)
     paths = RunPaths(settings.options.out)
     if dist.is_main:
         paths.root.mkdir(parents=True, exist_ok=True)

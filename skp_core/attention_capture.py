@@ -20,15 +20,6 @@ from torch import Tensor
 
 from skp_core.upsampled_attention_plan import LayerQK
 
-DEFAULT_CAPTURE_LAYERS: tuple[str, ...] = (
-    "up_blocks.1.attentions.0.transformer_blocks.0.attn2.processor",
-    "up_blocks.1.attentions.1.transformer_blocks.0.attn2.processor",
-    "up_blocks.1.attentions.2.transformer_blocks.0.attn2.processor",
-    "up_blocks.2.attentions.0.transformer_blocks.0.attn2.processor",
-)
-"""The first four decoder cross-attention layers of SD 1.x (16x16 x3 and 32x32 native at 512 px),
-spelled as keys of ``unet.attn_processors``."""
-
 _SUFFIX = ".processor"
 
 
@@ -184,6 +175,20 @@ class CaptureProcessor:
         )
 
 
+def layer_problem(unet: UNet2DConditionModel, layers: Sequence[str]) -> str | None:
+    """Why ``layers`` cannot be captured on this UNet (absent, or not cross-attention), or None."""
+    current = unet.attn_processors
+    cross = sorted(
+        key for key in current if unet.get_submodule(key[: -len(_SUFFIX)]).is_cross_attention
+    )
+    for key in (processor_key(name) for name in layers):
+        if key not in current:
+            return f"no attention layer {key!r} in this UNet; its cross-attention layers: {cross}"
+        if key not in cross:
+            return f"{key!r} is not a cross-attention layer; choose among {cross}"
+    return None
+
+
 def install_capture(unet: UNet2DConditionModel, state: CaptureState) -> dict[str, object]:
     """Put capture processors on ``state.layers``; returns the previous processors for restore.
 
@@ -192,14 +197,9 @@ def install_capture(unet: UNet2DConditionModel, state: CaptureState) -> dict[str
     current = dict(unet.attn_processors)
     if any(isinstance(p, CaptureProcessor) for p in current.values()):
         raise RuntimeError("capture processors are already installed on this UNet; remove() first")
-    cross = sorted(
-        key for key in current if unet.get_submodule(key[: -len(_SUFFIX)]).is_cross_attention
-    )
-    for key in state.layers:
-        if key not in current:
-            raise ValueError(f"no attention layer {key!r} in this UNet; cross-attention: {cross}")
-        if key not in cross:
-            raise ValueError(f"{key!r} is not a cross-attention layer; choose among {cross}")
+    problem = layer_problem(unet, state.layers)
+    if problem is not None:
+        raise ValueError(problem)
     processors = dict(current)
     for key in state.layers:
         processors[key] = CaptureProcessor(key, state)

@@ -9,13 +9,13 @@ import torch
 from torch import Tensor
 
 from skp_core.attention_capture import (
-    DEFAULT_CAPTURE_LAYERS,
     CaptureState,
     install_capture,
     restore_processors,
     run_capture,
 )
 from skp_core.backbone import Backbone
+from skp_core.config import DEFAULT_CAPTURE_LAYERS
 from skp_core.latents import images_to_latents, noise_latents_t0
 from skp_core.upsampled_attention import STRATEGIES, LayerQK, MapSettings, fused_maps
 from skp_core.upsampled_attention_reference import reference_maps

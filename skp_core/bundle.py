@@ -43,6 +43,7 @@ import torch
 
 from skp_core import safetensors_io
 from skp_core.atomic_files import interrupted_backups, replace_dir
+from skp_core.config import settings_problem
 
 BUNDLE_FORMAT_VERSION = 1
 """Version of the on-disk layout; bump on any incompatible change and keep reading old ones."""
@@ -214,6 +215,37 @@ def _colors_problem(colors: Any, expected: int) -> str | None:
     return None
 
 
+CONTEXT_LIMIT = 1e3
+"""Largest |value| a trained context may hold. Optimization starts from N(0, 1) (|value| < 6
+for any practical size) and Adam moves a value by about lr per step: 500 steps at lr 5e-3 add
+2.5, the tiny model's 60 at 0.05 add 3. Beyond this bound the context was rescaled or
+corrupted, and its attention saturates (every keypoint lands in one corner with score 0)."""
+
+
+def _context_scale_problem(ctx: torch.Tensor) -> str | None:
+    peak = float(ctx.abs().max())
+    rms = float(ctx.square().mean().sqrt())
+    if peak > CONTEXT_LIMIT:
+        return (
+            f"context values reach {peak:.3g} (RMS {rms:.3g}), but training starts from "
+            f"N(0, 1) and moves a value by about lr per step, so trained contexts stay within "
+            f"+-{CONTEXT_LIMIT:g}: it was rescaled or corrupted"
+        )
+    if ctx.shape[0] > 1 and bool((ctx == ctx[:1]).all()):
+        return (
+            f"all {ctx.shape[0]} context tokens are identical (RMS {rms:.3g}), so every "
+            f"token gets the same attention and every map is flat; training never produces this"
+        )
+    return None
+
+
+def _method_problem(method: Any) -> str | None:
+    if not isinstance(method, dict):
+        return None  # reported with the other dict fields
+    problem = settings_problem(method)
+    return None if problem is None else f"method.{problem}"
+
+
 def _bundle_problem(b: Bundle) -> str | None:
     """First inconsistency found in a bundle, as a sentence, or None when it is valid."""
     ctx, idx, reg = b.context, b.selected_indices, b.regressor
@@ -223,6 +255,9 @@ def _bundle_problem(b: Bundle) -> str | None:
         return f"context must have at least one token and one channel, got {tuple(ctx.shape)}"
     if not bool(torch.isfinite(ctx).all()):
         return "context contains NaN or inf values (the optimization diverged)"
+    problem = _context_scale_problem(ctx)
+    if problem:
+        return problem
     if not torch.is_tensor(idx) or idx.dtype != torch.int64 or idx.ndim != 1:
         return f"selected_indices must be a 1-D int64 tensor [K], got {_describe_tensor(idx)}"
     t, k = int(ctx.shape[0]), int(idx.numel())
@@ -262,6 +297,9 @@ def _bundle_problem(b: Bundle) -> str | None:
         value = getattr(b, name)
         if value is not None and not isinstance(value, dict):
             return f"{name} must be a dict or None, got {type(value).__name__}"
+    problem = _method_problem(b.method)
+    if problem:
+        return problem
     n_tokens = b.method.get("num_tokens")
     if isinstance(n_tokens, int) and n_tokens != t:
         return f"method.num_tokens = {n_tokens} but the context has {t} tokens"

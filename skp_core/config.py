@@ -7,12 +7,139 @@ the method working in seconds on a CPU. Those overrides apply only when asked fo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from skp_core.attention_capture import DEFAULT_CAPTURE_LAYERS
+DEFAULT_CAPTURE_LAYERS: tuple[str, ...] = (
+    "up_blocks.1.attentions.0.transformer_blocks.0.attn2.processor",
+    "up_blocks.1.attentions.1.transformer_blocks.0.attn2.processor",
+    "up_blocks.1.attentions.2.transformer_blocks.0.attn2.processor",
+    "up_blocks.2.attentions.0.transformer_blocks.0.attn2.processor",
+)
+"""The first four decoder cross-attention layers of SD 1.x (16x16 x3 and 32x32 native at 512 px),
+spelled as keys of ``unet.attn_processors``. Here, not in attention_capture, so that settings
+can be read and checked without importing diffusers."""
 
 VIEW_SPACES = ("image", "latent")
+
+MAX_NUM_VIEWS = 256
+"""Test-time views per image. The reference uses 10; each view is a UNet pass and its warped-back
+maps are held at once, so a count far beyond this is a typo or a corrupt file, not a setting."""
+MAX_IMAGE_SIZE = 2048
+"""SD 1.x is trained at 512 px; 4x that already needs tens of GB per UNet pass."""
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {value!r}"
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"between {low} and {high}"
+            return f"must be {bound}, got {value}"
+        return None
+
+    return check
+
+
+def _number(
+    low: float, high: float | None = None, *, open_low: bool = False
+) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"must be finite, got {value}"
+        too_low = value <= low if open_low else value < low
+        if too_low or (high is not None and value > high):
+            lower = f"> {low}" if open_low else f">= {low}"
+            bound = lower if high is None else f"{lower} and <= {high}"
+            return f"must be {bound}, got {value}"
+        return None
+
+    return check
+
+
+def _multiple_of_8(low: int, high: int) -> Callable[[Any], str | None]:
+    in_range = _integer(low, high)
+
+    def check(value: Any) -> str | None:
+        problem = in_range(value)
+        if problem is None and value % 8:
+            problem = f"must be a multiple of 8 (the VAE's down-sampling), got {value}"
+        return problem
+
+    return check
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+
+
+def _view_space(value: Any) -> str | None:
+    return None if value in VIEW_SPACES else f"must be one of {VIEW_SPACES}, got {value!r}"
+
+
+def _layers(value: Any) -> str | None:
+    if not isinstance(value, list | tuple) or not value:
+        return f"must be a non-empty list of layer names, got {value!r}"
+    if not all(isinstance(v, str) and v for v in value):
+        return f"must hold layer names (strings), got {list(value)!r}"
+    if len(set(value)) != len(value):
+        return f"must not repeat a layer, got {list(value)!r}"
+    return None
+
+
+FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "num_tokens": _integer(1, 100_000),
+    "lr": _number(0.0, open_low=True),
+    "steps": _integer(1),
+    "images_per_step": _integer(1, 4096),
+    "sigma": _number(0.0, open_low=True),
+    "num_candidates": _integer(1),
+    "top_k": _integer(1),
+    "equivariance_weight": _number(0.0),
+    "localization_weight": _number(0.0),
+    "rotation_deg": _number(0.0, 180.0),
+    "scale_min": _number(0.0, 10.0, open_low=True),
+    "scale_max": _number(0.0, 10.0, open_low=True),
+    "translation": _number(0.0, 1.0),
+    "image_size": _multiple_of_8(8, MAX_IMAGE_SIZE),
+    "feature_resolution": _integer(1, MAX_IMAGE_SIZE),
+    "layers": _layers,
+    "selection_images": _integer(1),
+    "num_views": _integer(1, MAX_NUM_VIEWS),
+    "include_identity_view": _boolean,
+    "view_space": _view_space,
+    "seed": _integer(0, 2**63 - 1),
+}
+"""One check per setting: its type and the range in which it means something."""
+
+
+def settings_problem(values: Mapping[str, Any]) -> str | None:
+    """The first problem among the given settings (any subset), or None.
+
+    Checks each field's type and range, and the relations among the fields given; training
+    relations (top_k <= num_candidates <= num_tokens) only when both sides are given.
+    """
+    unknown = sorted(set(values) - set(FIELD_CHECKS))
+    if unknown:
+        return f"unknown settings: {', '.join(unknown)} (known: {', '.join(FIELD_CHECKS)})"
+    for name, value in values.items():
+        problem = FIELD_CHECKS[name](value)
+        if problem is not None:
+            return f"{name} {problem}"
+    pairs = (("top_k", "num_candidates"), ("num_candidates", "num_tokens"))
+    for small, large in pairs:
+        if small in values and large in values and values[small] > values[large]:
+            return f"{small} ({values[small]}) must not exceed {large} ({values[large]})"
+    if "scale_min" in values and "scale_max" in values:
+        if values["scale_min"] > values["scale_max"]:
+            return (
+                f"need scale_min <= scale_max, got {values['scale_min']} and {values['scale_max']}"
+            )
+    return None
 
 
 @dataclass(frozen=True)
@@ -48,11 +175,11 @@ class MethodConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MethodConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown method settings: {', '.join(unknown)}")
+    def from_dict(cls, data: Mapping[str, Any]) -> MethodConfig:
+        """Settings from JSON/YAML; wrong names, types or ranges raise ValueError."""
+        problem = settings_problem(data)
+        if problem is not None:
+            raise ValueError(problem)
         values = dict(data)
         if "layers" in values:
             values["layers"] = tuple(values["layers"])
@@ -62,24 +189,10 @@ class MethodConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> None:
-        if self.top_k > self.num_candidates:
-            raise ValueError(
-                f"top_k ({self.top_k}) must not exceed num_candidates ({self.num_candidates})"
-            )
-        if self.num_candidates > self.num_tokens:
-            raise ValueError(
-                f"num_candidates ({self.num_candidates}) must not exceed num_tokens "
-                f"({self.num_tokens})"
-            )
-        if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError(
-                f"need 0 < scale_min <= scale_max, got {self.scale_min} and {self.scale_max}"
-            )
-        if self.view_space not in VIEW_SPACES:
-            raise ValueError(f"view_space must be one of {VIEW_SPACES}, got {self.view_space!r}")
-        for name in ("steps", "images_per_step", "num_tokens", "image_size", "num_views"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+        """Raise ValueError naming the first setting that is wrong, and its value."""
+        problem = settings_problem(self.to_dict())
+        if problem is not None:
+            raise ValueError(problem)
 
 
 # What the tiny random-weight model needs to learn visibly in a CPU minute. Measured on the

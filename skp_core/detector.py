@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from skp_core.attention_capture import layer_problem
 from skp_core.attention_maps import AttentionMapper
 from skp_core.backbone import Backbone, load_backbone
-from skp_core.bundle import Bundle, check_compatible, load_bundle
-from skp_core.config import VIEW_SPACES
+from skp_core.bundle import Bundle, BundleError, check_compatible, load_bundle
+from skp_core.config import DEFAULT_CAPTURE_LAYERS, settings_problem
 from skp_core.image_batch import resize_images, stack_resized
 from skp_core.latents import add_noise_t0, draw_noise
-from skp_core.readout import READOUTS, read_keypoints
+from skp_core.readout import READOUTS, degenerate_maps, read_keypoints
 from skp_core.regression import apply_regressor
 from skp_core.view_averaging import average_views, view_transforms, warp_views
 
@@ -47,6 +48,7 @@ class Detection:
     landmarks_normalized: np.ndarray | None = None  # [J, 2] when the bundle has a regressor
     landmarks_pixels: np.ndarray | None = None
     maps: np.ndarray | None = None  # [K, S, S] view-averaged maps, when asked for
+    degenerate: np.ndarray | None = None  # [K] bool: map flat or not finite, no real peak
 
 
 def normalized_to_pixels(points: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -93,19 +95,24 @@ class KeypointDetector:
         method = bundle.method
         self.backbone = backbone
         self.bundle = bundle
-        self.num_views = int(num_views or method.get("num_views", 10))
-        if self.num_views < 1:
-            raise ValueError(f"num_views must be at least 1, got {self.num_views}")
-        self.include_identity = bool(
+        self.num_views = num_views or method.get("num_views", 10)
+        self.include_identity = (
             method.get("include_identity_view", False)
             if include_identity is None
             else include_identity
         )
+        self.view_space = view_space or method.get("view_space", "image")
+        problem = settings_problem(
+            {
+                "num_views": self.num_views,
+                "include_identity_view": self.include_identity,
+                "view_space": self.view_space,
+            }
+        )
+        if problem is not None:
+            raise ValueError(problem)
         self.readout = readout
         self.seed = seed
-        self.view_space = str(view_space or method.get("view_space", "image"))
-        if self.view_space not in VIEW_SPACES:
-            raise ValueError(f"view_space must be one of {VIEW_SPACES}, got {self.view_space!r}")
         image_size = int(method.get("image_size", 512))
         self.map_size = int(map_size or image_size)
         self.augmentation = {
@@ -116,16 +123,17 @@ class KeypointDetector:
             ),
             "translation": float(method.get("translation", 0.25)),
         }
-        kwargs = {}
-        if method.get("layers"):
-            kwargs["layers"] = tuple(method["layers"])
+        layers = tuple(method.get("layers") or DEFAULT_CAPTURE_LAYERS)
+        problem = layer_problem(backbone.unet, layers)
+        if problem is not None:
+            raise BundleError(f"method.layers: {problem}")
         self.mapper = AttentionMapper(
             backbone,
             feature_resolution=int(method.get("feature_resolution", 128)),
             image_size=image_size,
             max_batch=max_batch,
             map_dtype=map_dtype,
-            **kwargs,
+            layers=layers,
         )
         self.context = bundle.context.to(backbone.device)
         self.selected = bundle.selected_indices.to(backbone.device)
@@ -194,6 +202,7 @@ class KeypointDetector:
         batch = stack_resized(tensors, self.mapper.image_size, self.backbone.device)
         maps = self.keypoint_maps(batch)
         locations, scores = read_keypoints(maps, self.readout)
+        degenerate = degenerate_maps(maps).cpu().numpy()
         locations = locations.double().cpu().numpy()
         scores = scores.double().cpu().numpy()
         out = []
@@ -203,6 +212,7 @@ class KeypointDetector:
                 pixels=normalized_to_pixels(locations[i], height, width),
                 scores=scores[i],
                 image_size=(height, width),
+                degenerate=degenerate[i],
             )
             if self.regressor is not None:
                 landmarks = apply_regressor(self.regressor, locations[i][None])[0]

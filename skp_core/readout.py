@@ -66,6 +66,21 @@ def subpixel_locations(maps: Tensor) -> Tensor:
     return xy.reshape(*maps.shape[:-2], 2)
 
 
+def degenerate_maps(maps: Tensor, rel_tol: float = 1e-6) -> Tensor:
+    """True [...] for maps [..., H, W] with no peak to read: any NaN/inf, or flat.
+
+    Flat means the spread (max - min) is within ``rel_tol`` of the peak, so the argmax is an
+    arbitrary pixel (the first one: the image corner) and the score says nothing. A context
+    that saturates attention gives all-zero maps; a broken backbone gives NaN.
+    """
+    flat = maps.flatten(-2)
+    finite = torch.isfinite(flat).all(dim=-1)
+    high, low = flat.amax(dim=-1), flat.amin(dim=-1)
+    spread = high - low
+    no_peak = spread <= rel_tol * high.abs().clamp_min(torch.finfo(flat.dtype).tiny)
+    return ~finite | no_peak
+
+
 def read_keypoints(maps: Tensor, readout: str = "argmax") -> tuple[Tensor, Tensor]:
     """Locations [..., 2] (normalized x, y) and scores [...] of maps [..., H, W]."""
     if readout == "argmax":

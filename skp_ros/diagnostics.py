@@ -22,6 +22,7 @@ _COUNTERS = (
     "processed",
     "dropped",
     "bad",
+    "degenerate",
     "publish_failures",
     "debug_published",
 )
@@ -47,7 +48,7 @@ class StatsSnapshot:
 
 @dataclass
 class FrameStats:
-    """Thread-safe counters: received, processed, dropped, bad, publish failures, debug images."""
+    """Thread-safe counters: received, processed, dropped, bad, degenerate, publish failures, ..."""
 
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
@@ -119,8 +120,9 @@ def build_status(
 ) -> DiagnosticStatus:
     """One DiagnosticStatus: level and message summarize, values carry every number.
 
-    WARN when frames were bad or publishing failed in the window, or when the node is active
-    and subscribed but no image arrived (camera down, or a QoS mismatch); OK otherwise.
+    WARN when frames were bad, had degenerate maps or could not be published in the window, or
+    when the node is active and subscribed but no image arrived (camera down, or a QoS
+    mismatch); OK otherwise.
     """
     win = snap.window
     in_hz, out_hz = snap.rate("received"), snap.rate("processed")
@@ -128,6 +130,11 @@ def build_status(
     problems = []
     if win["bad"]:
         problems.append(f"{win['bad']} bad frame(s)")
+    if win["degenerate"]:
+        problems.append(
+            f"{win['degenerate']} frame(s) with degenerate maps (flat or NaN: the bundle's "
+            f"context or the backbone is broken), keypoints not published"
+        )
     if win["publish_failures"]:
         problems.append(f"{win['publish_failures']} failed publish(es)")
     if state == "active" and subscribed and win["received"] == 0:
@@ -159,6 +166,7 @@ def build_status(
         "frames_processed": str(snap.totals["processed"]),
         "frames_dropped": str(snap.totals["dropped"]),
         "frames_bad": str(snap.totals["bad"]),
+        "frames_degenerate": str(snap.totals["degenerate"]),
         "publish_failures": str(snap.totals["publish_failures"]),
         "debug_images_published": str(snap.totals["debug_published"]),
         **{k: str(v) for k, v in info.items()},

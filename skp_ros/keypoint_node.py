@@ -599,6 +599,7 @@ class KeypointNode(LifecycleNode):
                 detect_start = time.perf_counter()
                 detection = self._detector.detect(rgb, return_maps=with_maps)[0]
                 detect_s = time.perf_counter() - detect_start
+                keypoint_names = self._detector.bundle.keypoint_names
         except Exception as exc:
             self.stats.count("bad")
             self.get_logger().warning(
@@ -608,6 +609,18 @@ class KeypointNode(LifecycleNode):
             )
             return
         if self._stop.is_set():
+            return
+        if detection.degenerate is not None and detection.degenerate.any():
+            # Flat or NaN maps have no peak: their "keypoints" would be the image corner with
+            # score 0. Say so in the log and diagnostics; publish nothing for the frame.
+            self.stats.count("degenerate")
+            flags = zip(keypoint_names, detection.degenerate, strict=True)
+            names = [name for name, bad in flags if bad]
+            self.get_logger().warning(
+                f"degenerate attention maps (flat or NaN) for keypoints {', '.join(names)}: "
+                f"frame not published; check the bundle's context and the backbone weights",
+                throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S,
+            )
             return
         uv, landmarks = self._smooth(header, detection)
         keep = detection.scores >= self._runtime["score_threshold"]

@@ -13,7 +13,6 @@ from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from skp_core.attention_capture import (
-    DEFAULT_CAPTURE_LAYERS,
     CaptureProcessor,
     CaptureState,
     install_capture,
@@ -22,6 +21,7 @@ from skp_core.attention_capture import (
 )
 from skp_core.attention_maps import AttentionMapper
 from skp_core.backbone import Backbone, load_backbone
+from skp_core.config import DEFAULT_CAPTURE_LAYERS
 from skp_core.latents import alpha_bar_t0, images_to_latents, noise_latents_t0
 from skp_core.upsampled_attention_reference import _WeightedHeadSumSoftmax
 

@@ -12,13 +12,13 @@ import torch
 from safetensors.torch import save_file
 
 from skp_core import backbone as bb
-from skp_core.attention_capture import DEFAULT_CAPTURE_LAYERS
 from skp_core.backbone import (
     DEFAULT_MODEL_ID,
     Backbone,
     BackboneError,
     load_backbone,
 )
+from skp_core.config import DEFAULT_CAPTURE_LAYERS
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -37,7 +37,7 @@ def make_bundle(regressor: bool = True, tokens: int = 12, dim: int = 32) -> Bund
         regressor=torch.randn(2 * k, 2 * j, generator=g) if regressor else None,
         landmark_names=["left_eye", "right_eye", "nose"] if regressor else None,
         backbone={"model": "tiny", "fingerprint": FINGERPRINT},
-        method={"layers": [[1, 0], [1, 1]], "feature_resolution": 16, "sigma": 2.0},
+        method={"layers": ["up_blocks.1.attentions.0"], "feature_resolution": 16, "sigma": 2.0},
         training={"seed": 3, "steps_done": 20, "lr": 0.005},
         dataset={"name": "custom", "root": "/data/x"} if regressor else None,
         metrics={"inter_eye_distance": 3.6} if regressor else None,
@@ -442,3 +442,40 @@ def test_no_wall_clock_unless_source_date_epoch(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(BundleError, match="SOURCE_DATE_EPOCH='yesterday'"):
         make_bundle()
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        (1e30, r"context values reach [0-9.]+e\+30 .* within \+-1000"),
+        (0.0, "all 12 context tokens are identical"),
+    ],
+)
+def test_absurd_context_is_refused_at_load(tmp_path: Path, scale: float, message: str) -> None:
+    path = save_bundle(make_bundle(), tmp_path / "b")
+    _retensor(path, lambda t: t.update(context=t["context"] * scale))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(path)
+    b = make_bundle()
+    b.context = b.context * scale
+    with pytest.raises(BundleError, match=message):
+        save_bundle(b, tmp_path / "c")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("num_views", 1_000_000_000, "method.num_views must be between 1 and 256"),
+        ("feature_resolution", -4, "method.feature_resolution must be between 1 and 2048"),
+        ("view_space", "pixels", "method.view_space must be one of"),
+        ("warp_speed", 9, "method.unknown settings: warp_speed"),
+    ],
+)
+def test_method_out_of_range_is_refused_at_load(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    path = save_bundle(make_bundle(), tmp_path / "b")
+    _edit_json(path, lambda d: d["method"].update({field: value}))
+    with pytest.raises(BundleError, match=message) as caught:
+        load_bundle(path)
+    assert "\n" not in str(caught.value) and JSON_FILE in str(caught.value)

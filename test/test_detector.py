@@ -137,3 +137,57 @@ def test_latent_view_space_is_close_but_not_the_exact_path():
         assert np.all((latent.normalized >= 0) & (latent.normalized <= 1))
     with pytest.raises(ValueError, match="view_space must be one of"):
         KeypointDetector(backbone, bundle, view_space="pixels")
+
+
+def test_method_the_backbone_cannot_run_is_refused_before_any_work():
+    backbone = load_backbone("tiny")  # the module's detector holds the shared one
+    bundle = tiny_bundle(backbone)
+    bundle.method = {**bundle.method, "layers": ["up_blocks.9.attentions.0"]}
+    with pytest.raises(BundleError, match=r"method\.layers: no attention layer 'up_blocks\.9"):
+        KeypointDetector(backbone, bundle)
+    bundle.method["layers"] = ["down_blocks.0.attentions.0.transformer_blocks.0.attn1"]
+    with pytest.raises(BundleError, match="is not a cross-attention layer"):
+        KeypointDetector(backbone, bundle)
+    with pytest.raises(ValueError, match="num_views must be between 1 and 256, got 100000"):
+        KeypointDetector(backbone, tiny_bundle(backbone), num_views=100_000)
+    # Nothing was left installed on the UNet by the refused detectors.
+    KeypointDetector(backbone, tiny_bundle(backbone)).close()
+
+
+def test_degenerate_maps_are_flagged_not_read():
+    """A saturating context (far beyond what training makes) gives maps without a peak."""
+    backbone = load_backbone("tiny")
+    good = KeypointDetector(backbone, tiny_bundle(backbone))
+    try:
+        (det,) = good.detect(photo("chelsea"))
+    finally:
+        good.close()
+    assert det.degenerate.shape == (METHOD.top_k,) and not det.degenerate.any()
+    saturated = tiny_bundle(backbone)
+    saturated.context = saturated.context * 1e30
+    bad = KeypointDetector(backbone, saturated)
+    try:
+        (det,) = bad.detect(photo("chelsea"))
+    finally:
+        bad.close()
+    assert det.degenerate.all()
+
+
+def test_degenerate_maps_on_hand_made_maps():
+    from skp_core.readout import degenerate_maps
+
+    peaked = torch.full((3, 5), 0.01)
+    peaked[1, 2] = 0.2
+    nearly_flat = torch.full((3, 5), 0.5)
+    nearly_flat[0, 0] += 1e-4  # a real (small) peak still counts
+    maps = torch.stack(
+        [
+            peaked,
+            torch.zeros(3, 5),
+            torch.full((3, 5), 0.3),
+            torch.where(peaked > 0.1, torch.nan, peaked),
+            nearly_flat,
+        ]
+    )
+    assert degenerate_maps(maps).tolist() == [False, True, True, True, False]
+    assert degenerate_maps(maps[None]).shape == (1, 5)

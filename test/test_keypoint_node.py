@@ -32,6 +32,7 @@ from node_support import (
     STARTUP_TIMEOUT_S,
     NodeProcess,
     RosClient,
+    diagnostic_values,
     header,
     in_image,
     keypoint_node_argv,
@@ -86,7 +87,22 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             root / "landmarks", num_landmarks=NUM_LANDMARKS, method_overrides=FAST
         ),
         "mismatch": make_tiny_bundle(root / "mismatch", context_dim=16, method_overrides=FAST),
+        "too_many_views": _edited(
+            make_tiny_bundle(root / "too_many_views", method_overrides=FAST), num_views=10**9
+        ),
+        "missing_layer": _edited(
+            make_tiny_bundle(root / "missing_layer", method_overrides=FAST),
+            layers=["up_blocks.9.attentions.0"],
+        ),
     }
+
+
+def _edited(bundle: Path, **method: object) -> Path:
+    """The bundle with method settings changed in its JSON, as a hand edit would."""
+    doc = json.loads((bundle / "bundle.json").read_text())
+    doc["method"].update(method)
+    (bundle / "bundle.json").write_text(json.dumps(doc))
+    return bundle
 
 
 def _photo_msg(name: str, stamp: int, frame_id: str) -> Image:
@@ -508,6 +524,17 @@ def test_lifecycle_transitions_and_clear_configure_failures(client, bundles, tmp
         assert "allow_download:=true" in node.output()
         assert "downloading it failed" not in node.output()
 
+        # 3c. Bundles whose method cannot run: refused at configure, in one line, before any
+        # inference (a billion views once took a minute to fail on a 32 GB allocation).
+        for bundle, message in (
+            ("too_many_views", "method.num_views must be between 1 and 256, got 1000000000"),
+            ("missing_layer", "method.layers: no attention layer 'up_blocks.9.attentions.0"),
+        ):
+            assert client.set_parameters(name, model="", bundle=str(bundles[bundle]))[0].successful
+            assert not client.change_state(name, "configure")
+            node.wait_for_output(message)
+        assert client.set_parameters(name, bundle=str(bundles["plain"]))[0].successful
+
         # 4. CUDA requested where there is none: fails, unless CPU fallback is allowed.
         assert client.set_parameters(name, model="", device="cuda")[0].successful
         if not torch.cuda.is_available():
@@ -554,6 +581,59 @@ def test_lifecycle_transitions_and_clear_configure_failures(client, bundles, tmp
     finally:
         code = node.stop()
     assert code == 0, node.output()
+
+
+def _nan_backbone_bundle(root: Path) -> Path:
+    """tiny saved as a local model whose first captured layer has one NaN key weight (a
+    corrupt download, or an fp16 overflow): it loads and runs, and every map is NaN."""
+    from skp_core.backbone import load_backbone
+    from skp_core.bundle import Bundle, save_bundle
+    from skp_core.config import default_config
+
+    tiny = load_backbone("tiny")
+    with torch.no_grad():
+        tiny.unet.up_blocks[1].attentions[0].transformer_blocks[0].attn2.to_k.weight[0, 0] = (
+            torch.nan
+        )
+    model = root / "nan_model"
+    tiny.vae.save_pretrained(model / "vae")
+    tiny.unet.save_pretrained(model / "unet")
+    method = default_config("tiny").with_overrides(**FAST)
+    bundle = Bundle(
+        context=torch.randn(method.num_tokens, tiny.context_dim, generator=torch.manual_seed(0)),
+        selected_indices=torch.arange(method.top_k),
+        backbone={"model": str(model), "fingerprint": load_backbone(str(model)).fingerprint},
+        method=method.to_dict(),
+    )
+    return save_bundle(bundle, root / "nan_bundle")
+
+
+def test_degenerate_maps_are_reported_not_published(client, tmp_path):
+    name = "/skp_degenerate"
+    bundle = _nan_backbone_bundle(tmp_path)
+    args = param_args(bundle=bundle, device="cpu", diagnostics_period=0.2)
+    args += ["-r", "__node:=skp_degenerate", "-r", "image:=/cam_d/image"]
+    with node_process(keypoint_node_argv(args), tmp_path / "node.log") as node:
+        node.wait_for_output("activated", STARTUP_TIMEOUT_S)
+        pub = client.node.create_publisher(Image, "/cam_d/image", RELIABLE)
+        clouds = client.collect(PointCloud2, f"{name}/keypoints", RELIABLE)
+        client.spin_until(lambda: pub.get_subscription_count() > 0, what="node subscribed")
+        degenerate: list[dict[str, str]] = []
+
+        def reported() -> bool:
+            for msg in client.diagnostics:
+                values = diagnostic_values(msg, name)
+                if values and int(values["frames_degenerate"]) > 0 and values["_level"] == "1":
+                    degenerate.append(values)
+            return bool(degenerate)
+
+        client.publish_until(
+            pub, _photo_msg("chelsea", 7, "nan_cam"), reported, what="a degenerate-map WARN"
+        )
+        assert "degenerate maps (flat or NaN" in degenerate[0]["_message"]
+        assert clouds == []  # nonsense keypoints were never published
+        node.wait_for_output("degenerate attention maps (flat or NaN) for keypoints")
+        assert node.alive, node.output()
 
 
 def test_autostart_failure_exits_nonzero_with_the_reason(tmp_path):

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -289,6 +290,32 @@ def test_evaluate_an_existing_bundle(celeba_run, data, tmp_path, capsys):
     original = json.loads((celeba_run / "metrics.json").read_text())
     again = json.loads((out / "metrics.json").read_text())
     assert again["mean"] == pytest.approx(original["mean"])  # same tokens, views, regressor
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("layers", ["up_blocks.9.attentions.0"], "method.layers: no attention layer"),
+        ("num_views", 1_000_000_000, "method.num_views must be between 1 and 256"),
+    ],
+)
+def test_bundle_that_cannot_run_fails_before_any_stage(
+    celeba_run, data, tmp_path, capsys, field, value, message
+):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(celeba_run / "bundle", bundle)
+    doc = json.loads((bundle / "bundle.json").read_text())
+    doc["method"][field] = value
+    (bundle / "bundle.json").write_text(json.dumps(doc))
+    out = tmp_path / "eval"
+    args = ["--dataset", "celeba_aligned", "--data-root", str(data("celeba_aligned"))]
+    args += ["--out", str(out), "--bundle", str(bundle), "--num-workers", "0", "--no-progress"]
+    capsys.readouterr()
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in captured.err
+    assert not (out / "stages.json").exists()
 
 
 def test_yaml_precedence(tmp_path):
