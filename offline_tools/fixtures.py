@@ -629,6 +629,33 @@ def _write_unaligned_human36m(
 EXIF_ORIENTATION_TAG = 0x0112
 
 
+def decompression_bomb(image_format: str, width: int = 16000, height: int = 16000) -> bytes:
+    """A real 64 x 64 photo as JPEG or PNG whose header claims ``width`` x ``height``.
+
+    A few hundred bytes that a decoder would expand to width * height pixels (768 MB at the
+    default size) before any check on the decoded array: what a hostile or corrupt message can
+    send. The PNG's IHDR checksum is recomputed, so only the claimed size is wrong.
+    """
+    import io
+    import struct
+    import zlib
+
+    small = _resample(_photo("astronaut"), (0, 0, 512, 512), (64, 64))
+    buffer = io.BytesIO()
+    small.save(buffer, format=image_format, **({"quality": 30} if image_format == "JPEG" else {}))
+    data = bytearray(buffer.getvalue())
+    if image_format == "JPEG":
+        sof = data.index(b"\xff\xc0")  # baseline start of frame: length, precision, H, W
+        data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    elif image_format == "PNG":
+        data[16:24] = struct.pack(">II", width, height)  # IHDR data starts at byte 16
+        crc = zlib.crc32(bytes(data[12:29]))  # chunk type + 13 data bytes
+        data[29:33] = struct.pack(">I", crc)
+    else:
+        raise ValueError(f"image_format must be JPEG or PNG, got {image_format!r}")
+    return bytes(data)
+
+
 def _write_custom(root: Path, num_train: int, num_test: int, rng: np.random.Generator) -> None:
     """A nested folder of mixed formats and modes, one EXIF-rotated JPEG, one broken JPEG.
 
@@ -636,7 +663,8 @@ def _write_custom(root: Path, num_train: int, num_test: int, rng: np.random.Gene
     corner and EXIF orientation 6 (rotate 90 degrees clockwise to display): shown upright it
     is 80 x 120 with the square top-right. logo_rgba.png has a transparent top-left corner
     (stored black, alpha 0). broken.jpg is a truncated JPEG; notes.txt is not an image. Both
-    must be ignored (the first with a warning).
+    must be ignored (the first with a warning), and so must bomb.jpg, 64 x 64 pixels whose
+    header claims 16000 x 16000 (`decompression_bomb`), without being decoded.
     """
     del num_train, num_test, rng  # a fixed set covering every format
     root.mkdir(parents=True, exist_ok=True)
@@ -661,6 +689,7 @@ def _write_custom(root: Path, num_train: int, num_test: int, rng: np.random.Gene
     _save_jpeg(_resample(_photo("astronaut"), (0, 0, 512, 512), (64, 64)), root / "broken.jpg")
     data = (root / "broken.jpg").read_bytes()
     (root / "broken.jpg").write_bytes(data[: len(data) // 3])
+    (root / "bomb.jpg").write_bytes(decompression_bomb("JPEG"))
     (root / "notes.txt").write_text("not an image\n")
 
 

@@ -39,6 +39,8 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from skp_core.image_header import MAX_IMAGE_PIXELS, PixelLimitError, check_pixel_limit
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "SUPPORTED_ENCODINGS",
@@ -52,7 +54,7 @@ __all__ = [
     "rgb_to_image_msg",
 ]
 
-DEFAULT_MAX_PIXELS = 8192 * 8192
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 """Largest width * height accepted: a guard against corrupt headers asking for huge buffers."""
 
 # Size of the ConfigHeader (format enum + two float depth-quantization parameters) that
@@ -375,6 +377,10 @@ def _compressed_to_rgb(
         if buffer.size <= _COMPRESSED_DEPTH_HEADER_BYTES:
             raise ImageConversionError("compressedDepth data is shorter than its 12-byte header")
         buffer = buffer[_COMPRESSED_DEPTH_HEADER_BYTES:]
+    try:
+        check_pixel_limit(buffer.tobytes(), max_pixels)
+    except PixelLimitError as exc:
+        raise ImageConversionError(f"compressed image (format {fmt!r}): {exc}") from None
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ImageConversionError(

@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from skp_core.bundle import default_colors
+from skp_core.image_header import PixelLimitError, check_pixel_limit
 from skp_core.overlay import draw_keypoints
 from skp_core.progress import progress as progress_bar
 from skp_ros.bag_io import (
@@ -121,6 +122,10 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """An image file as RGB uint8 [H, W, 3] (grey and alpha images converted)."""
+    try:
+        check_pixel_limit(path)
+    except PixelLimitError as exc:
+        raise ReplayError(f"{path}: {exc}") from None
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ReplayError(f"OpenCV cannot read {path}")

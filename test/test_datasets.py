@@ -331,12 +331,13 @@ def test_custom_folder_recursion_formats_exif_and_corrupt_files(
     fixtures: dict[str, Path],
 ) -> None:
     root = fixtures["custom"]
-    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+    with pytest.warns(UserWarning, match="skipped 2 unreadable") as caught:
         ds = load_dataset("custom", root, "train", image_size=SIZE)
-    assert ds.skipped == [root / "broken.jpg"] and not ds.has_keypoints
+    assert ds.skipped == [root / "bomb.jpg", root / "broken.jpg"] and not ds.has_keypoints
+    assert "bomb.jpg: its header says 16000x16000" in str(caught[0].message)
     names = [Path(ds[i]["path"]).relative_to(root).as_posix() for i in range(len(ds))]
     assert names == sorted(names) and "kitchen/launch/rocket.png" in names
-    assert not any(n.endswith((".txt", "broken.jpg")) for n in names)
+    assert not any(n.endswith((".txt", "broken.jpg", "bomb.jpg")) for n in names)
     assert {Path(n).suffix.lower() for n in names} >= {".jpg", ".png", ".bmp", ".webp", ".tif"}
     items = {n: ds[i] for i, n in enumerate(names)}
     for item in items.values():
@@ -418,3 +419,10 @@ def test_fixture_cli_is_deterministic(tmp_path: Path) -> None:
         ).read_bytes()
     with pytest.raises(ValueError, match="no fixture"):
         write_fixture("imagenet", tmp_path / "c")
+
+
+def test_read_image_refuses_a_bomb_before_decoding(fixtures: dict[str, Path]) -> None:
+    with pytest.raises(
+        DatasetError, match=r"refused image .*bomb\.jpg: its header says 16000x16000"
+    ):
+        read_image(fixtures["custom"] / "bomb.jpg", "custom")

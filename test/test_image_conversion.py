@@ -19,6 +19,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from offline_tools.fixtures import decompression_bomb
 from skp_ros import image_conversion as ic
 from skp_ros.image_conversion import (
     DEFAULT_MAX_PIXELS,
@@ -461,8 +462,25 @@ def test_corrupt_png_payload() -> None:
 
 def test_compressed_pixel_limit() -> None:
     msg = rgb_to_compressed_msg(CHELSEA, fmt="png")
-    with pytest.raises(ImageConversionError, match="max_pixels"):
+    with pytest.raises(ImageConversionError, match="more than the limit of 1000"):
         compressed_msg_to_rgb(msg, max_pixels=1000)
+
+
+@pytest.mark.parametrize(
+    ("image_format", "fmt", "prefix"),
+    [
+        ("JPEG", "jpeg", b""),
+        ("PNG", "png", b""),
+        ("PNG", "16UC1; compressedDepth png", bytes(12)),  # behind the depth ConfigHeader
+    ],
+)
+def test_decompression_bombs_are_refused_before_decoding(
+    image_format: str, fmt: str, prefix: bytes
+) -> None:
+    """A few KB claiming 16000 x 16000: the header decides, the decoder never runs."""
+    msg = _compressed(prefix + decompression_bomb(image_format), fmt)
+    with pytest.raises(ImageConversionError, match=r"header says 16000x16000.*without decoding"):
+        compressed_msg_to_rgb(msg)
 
 
 class _ReferenceBridge:

@@ -45,6 +45,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
+from offline_tools.fixtures import decompression_bomb
 from skp_core.bundle import default_colors
 from skp_ros.camera_sweep import sample_photo
 from skp_ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_msg, rgb_to_image_msg
@@ -452,7 +453,9 @@ def test_compressed_input_qos_warning_lazy_and_clean_exit(client, bundles, tmp_p
             assert in_image(uv, photo.shape[1], photo.shape[0])
 
         jpeg = rgb_to_compressed_msg(sample_photo("coffee"))
-        corrupt = {
+        corrupt = {  # the first bad frame is logged (later ones may be throttled)
+            "JPEG bomb": decompression_bomb("JPEG"),  # 1.3 KB claiming 16000 x 16000
+            "PNG bomb": decompression_bomb("PNG"),
             "corrupt JPEG": bytes(jpeg.data[:200]) + b"\x00garbage" * 50,
             "truncated JPEG": bytes(jpeg.data[: len(jpeg.data) // 3]),
             "empty data": b"",
@@ -474,6 +477,8 @@ def test_compressed_input_qos_warning_lazy_and_clean_exit(client, bundles, tmp_p
             lambda: _cloud_with_stamp(clouds, stamp) is not None,
             what="keypoints after the corrupt frames",
         )
+        # The JPEG bomb was refused from its header, never decoded.
+        assert "header says 16000x16000 (256000000 pixels)" in node.output()
 
         # Lazy again: the last output subscriber leaves, the node unsubscribes from images.
         client.node.destroy_subscription(keypoint_sub)

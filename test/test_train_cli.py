@@ -152,8 +152,9 @@ def test_custom_folder(data, tmp_path, capsys):
     out = tmp_path / "run"
     assert train("custom", data("custom"), out) == 0
     captured = capsys.readouterr()
-    assert "unreadable images skipped: 1" in captured.out
-    assert "broken.jpg" in captured.err  # the one-line warning names the file
+    assert "unreadable images skipped: 2" in captured.out
+    assert "broken.jpg" in captured.err  # the one-line warning names the files
+    assert "bomb.jpg: its header says 16000x16000" in captured.err  # refused, not decoded
     assert not (out / "metrics.json").exists()
     assert not list(out.glob("keypoints_*.safetensors"))
     bundle = load_bundle(out / "bundle")

@@ -42,6 +42,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from skp_core.image_header import PixelLimitError, check_pixel_limit
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "METRICS",
@@ -138,14 +140,31 @@ def read_image(path: Path, dataset: str, what: str = "image") -> Image.Image:
     """
     expect_file(path, dataset, what)
     try:
+        check_pixel_limit(path)
         with Image.open(path) as handle:
             handle.load()
             image = ImageOps.exif_transpose(handle)
             if image is handle:
                 image = handle.copy()
+    except (PixelLimitError, Image.DecompressionBombError) as error:
+        raise DatasetError(f"{dataset}: refused {what} {path}: {error}") from error
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise DatasetError(f"{dataset}: cannot decode {what} {path}: {error}") from error
     return to_rgb(image)
+
+
+def image_file_size(path: Path, dataset: str, what: str = "image") -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding; DatasetError if unreadable."""
+    try:
+        size = check_pixel_limit(path)
+        if size is None:
+            with Image.open(path) as handle:
+                size = handle.size
+    except PixelLimitError as error:
+        raise DatasetError(f"{dataset}: refused {what} {path}: {error}") from error
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+        raise DatasetError(f"{dataset}: cannot read the size of {what} {path}: {error}") from error
+    return size
 
 
 def pixels_to_normalized(

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from PIL import Image
 
 from offline_tools.datasets.base import (
     DatasetError,
@@ -38,6 +37,7 @@ from offline_tools.datasets.base import (
     Sample,
     expect_dir,
     expect_file,
+    image_file_size,
     pixels_to_normalized,
     read_image,
 )
@@ -146,8 +146,7 @@ class CelebAWild(_CelebA):
                     f"{self.root / 'Anno' / 'list_bbox_celeba.txt'}"
                 )
             path = expect_file(self.image_path(stem), self.name, "image")
-            with Image.open(path) as handle:  # header only: size without decoding
-                width, height = handle.size
+            width, height = image_file_size(path, self.name)
             box_w, box_h = boxes[stem][2], boxes[stem][3]
             if box_w * box_h >= WILD_MIN_BOX_AREA * width * height:
                 kept.append(stem)

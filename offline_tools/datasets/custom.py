@@ -6,7 +6,8 @@ relative-path order. Every split name returns the same images (there are no anno
 items carry no keypoints and `has_keypoints` is False).
 
 Real folders hold the odd broken download: every file is decoded once when the dataset is
-built (JPEGs at reduced size, so this stays cheap), and files that fail are skipped with one
+built (JPEGs at reduced size, so this stays cheap; a header claiming more pixels than
+`MAX_IMAGE_PIXELS` is refused before any decoding), and files that fail are skipped with one
 warning and listed in `dataset.skipped`, instead of killing a long optimization later.
 Images are read with their EXIF orientation applied and converted to RGB (base.read_image).
 With augment on the train split an image is mirrored with probability 1/2.
@@ -29,6 +30,7 @@ from offline_tools.datasets.base import (
     find_images,
     read_image,
 )
+from skp_core.image_header import PixelLimitError, check_pixel_limit
 
 __all__ = ["CustomImages"]
 
@@ -39,10 +41,13 @@ _CHECK_DRAFT_SIZE = (64, 64)
 def _decodes(path: Path) -> str | None:
     """None when `path` decodes as an image, else the reason it does not."""
     try:
+        check_pixel_limit(path)
         with Image.open(path) as handle:
             if handle.format == "JPEG":
                 handle.draft("RGB", _CHECK_DRAFT_SIZE)
             handle.load()
+    except (PixelLimitError, Image.DecompressionBombError) as error:
+        return str(error)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         return f"{type(error).__name__}: {error}"
     return None

@@ -55,6 +55,7 @@ from offline_tools.datasets.base import (
     pixels_to_normalized,
     read_image,
 )
+from skp_core.image_header import PixelLimitError, check_pixel_limit
 from skp_core.regression import H36M_JOINT_NAMES, H36M_SWAP_PERMUTATION
 
 __all__ = [
@@ -123,8 +124,11 @@ def _read_mask(path: Path, dataset: str) -> np.ndarray:
     """Foreground mask in [0, 1] (0/1 or 0/255 files), float32 [H, W]."""
     expect_file(path, dataset, "background mask")
     try:
+        check_pixel_limit(path)
         with Image.open(path) as handle:
             mask = np.asarray(handle, dtype=np.float32)
+    except (PixelLimitError, Image.DecompressionBombError) as error:
+        raise DatasetError(f"{dataset}: refused background mask {path}: {error}") from error
     except OSError as error:
         raise DatasetError(f"{dataset}: cannot decode background mask {path}: {error}") from error
     if mask.ndim == 3:
