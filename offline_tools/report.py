@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from skp_core.detector import normalized_to_pixels
 from skp_core.overlay import blend_heatmap, combine_maps, render_overlay
@@ -39,20 +41,39 @@ def _pixels(points: np.ndarray, image: np.ndarray) -> np.ndarray:
     return normalized_to_pixels(np.asarray(points, dtype=np.float64), height, width)
 
 
+def at_original_aspect(image: np.ndarray, original_size: Sequence[int] | None) -> np.ndarray:
+    """The method's square input stretched back to the photo's own aspect ratio.
+
+    The method squashes every image to a square; drawn that way, a landscape photo looks
+    wrong. Normalized keypoints are fractions of width and height, so they land on the same
+    content in the stretched image. The longer side keeps the square's size.
+    """
+    if original_size is None:
+        return image
+    height, width = (int(v) for v in original_size)
+    side = image.shape[0]
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (image.shape[1], image.shape[0]):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def _grid(count: int, columns: int) -> tuple[int, int]:
     columns = max(1, min(columns, count))
     return math.ceil(count / columns), columns
 
 
-def keypoint_figure(content: dict[str, Any], path: Path) -> None:
+def keypoint_figure(content: dict[str, Any], path: Path) -> Figure:
     """Sample images: discovered keypoints (discs), regressed landmarks (+) vs annotations (x)."""
     samples = content["samples"]
     rows, cols = _grid(len(samples), 3)
-    fig = Figure(figsize=(3.6 * cols, 3.8 * rows), layout="constrained")
+    fig = Figure(figsize=(3.6 * cols, 3.8 * rows + 0.6), layout="constrained")
     colors = content["keypoint_colors"]
+    names = content["keypoint_names"]
     for i, sample in enumerate(samples):
         ax = fig.add_subplot(rows, cols, i + 1)
-        image = sample["image"]
+        image = at_original_aspect(sample["image"], sample.get("original_size"))
         uv = _pixels(sample["keypoints"], image)
         ax.imshow(render_overlay(image, uv, colors[: len(uv)]))
         ground_truth = sample.get("ground_truth")
@@ -71,19 +92,38 @@ def keypoint_figure(content: dict[str, Any], path: Path) -> None:
             ax.scatter(pred[:, 0], pred[:, 1], marker="+", s=40, c=PRED_COLOR, linewidths=1.5)
         ax.set_title(sample["title"], fontsize=8)
         ax.set_axis_off()
-    legend = "discs: discovered keypoints"
+    handles = [
+        Line2D([], [], marker="o", linestyle="", markersize=7, markerfacecolor=_rgb(color),
+               markeredgecolor="white", label=name)
+        for name, color in zip(names, colors, strict=False)
+    ]  # fmt: skip
     if any(s.get("landmarks") is not None for s in samples):
-        legend += "   red +: regressed landmarks"
+        handles.append(_marker_handle("+", PRED_COLOR, "regressed landmark"))
     if any(s.get("ground_truth") is not None for s in samples):
-        legend += "   green x: annotations (yellow: error)"
-    fig.suptitle(legend, fontsize=9)
+        handles.append(_marker_handle("x", GT_COLOR, "annotation (yellow line: error)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)
+    fig.suptitle(
+        "each selected token's keypoint (argmax of its view-averaged attention map), "
+        "one colour per token",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=110)
+    return fig
+
+
+def _marker_handle(marker: str, color: str, label: str) -> Line2D:
+    return Line2D(
+        [], [], marker=marker, linestyle="", markersize=7, markeredgecolor=color,
+        markeredgewidth=1.5, label=label,
+    )  # fmt: skip
 
 
 def attention_figure(content: dict[str, Any], path: Path) -> None:
     """Per image: all selected maps combined, then each selected token's map."""
     maps = content["maps"]
-    images = content["map_images"]
+    images = [
+        at_original_aspect(s["image"], s.get("original_size")) for s in content["map_samples"]
+    ]
     names = content["keypoint_names"]
     colors = content["keypoint_colors"]
     count, k = maps.shape[0], maps.shape[1]

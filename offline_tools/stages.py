@@ -913,6 +913,7 @@ class TrainingRun:
         for i, item in enumerate(items):
             sample: dict[str, Any] = {
                 "image": image_to_uint8(item["image"]),
+                "original_size": tuple(int(v) for v in item["original_size"]),
                 "keypoints": stored[i],
                 "title": Path(str(item["path"])).name,
             }
@@ -938,7 +939,7 @@ class TrainingRun:
             "keypoint_names": bundle.keypoint_names,
             "keypoint_colors": bundle.keypoint_colors,
             "samples": samples,
-            "map_images": [s["image"] for s in samples[: 0 if maps is None else len(maps)]],
+            "map_samples": samples[: 0 if maps is None else len(maps)],
             "maps": None if maps is None else maps.float().cpu().numpy(),
             "history": history,
             "metrics": metrics,

@@ -342,6 +342,7 @@ def test_custom_folder_recursion_formats_exif_and_corrupt_files(
     items = {n: ds[i] for i, n in enumerate(names)}
     for item in items.values():
         assert item["image"].shape == (3, SIZE, SIZE) and "keypoints" not in item
+    assert items["EXIF_rotated.JPG"]["original_size"].tolist() == [120, 80]  # upright H, W
     gray = items["gray.png"]["image"]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
     assert (items["logo_rgba.png"]["image"][:, :10, :10] == 1.0).all()  # transparent -> white

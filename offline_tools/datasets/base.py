@@ -289,10 +289,12 @@ class KeypointDataset(Dataset):
         if not 0 <= index < self._length:
             raise IndexError(f"{self.name}: index {index} out of range for {self._length} items")
         sample = self._load(index, self.item_rng(index))
+        width, height = sample.image.size
         item: dict[str, Any] = {
             "image": self._to_tensor(sample),
             "index": index,
             "path": sample.path,
+            "original_size": torch.tensor([height, width]),  # (H, W) before the square resize
         }
         if sample.keypoints is not None:
             kp = np.asarray(sample.keypoints, dtype=np.float64).reshape(-1, 2)
