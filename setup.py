@@ -35,7 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "image_source = skp_ros.image_source:main",
-            "skp-bench = skp_core.benchmark:main",
+            "skp-bench = skp_core.benchmark_cli:main",
             "keypoint_node = skp_ros.keypoint_node:main",
             "skp-train = offline_tools.train:main",
             "skp-replay = skp_ros.replay:main",

@@ -4,7 +4,8 @@
 2. `skp-train` on it with the built-in tiny model (optimize -> select -> report) -> a bundle,
 3. a ROS 2 bag of a camera sweep over a photo,
 4. the bag replayed through the keypoint node running that bundle, outputs recorded,
-5. a summary pointing at the reports.
+5. a summary pointing at the reports, with the tracking error: how far keypoints stray from
+   where the sweep's known camera motion moves them (skp_ros.camera_motion).
 
 The tiny model has random weights: the keypoints show the pipeline working, not what real
 Stable Diffusion weights find (pass --model to use them).
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     except ReplayError as exc:
         print(f"skp-demo: replay failed: {exc}", file=sys.stderr)
         return 1
+    tracking = report.get("tracking_error_px") or {}
     summary = {
+        "tracking_error_px": tracking.get("p50"),
+        "camera_motion_px": tracking.get("camera_motion_p50"),
         "training_report": str(out / "train" / "report" / "index.html"),
         "bundle": str(bundle),
         "replay_report": str(out / "replay" / "report.json"),
@@ -125,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     print("[demo] done in {seconds} s\n  training report: {training_report}\n"
           "  bundle: {bundle}\n  replay report: {replay_report}\n"
           "  overlays: {overlay_strip}".format(**summary))  # fmt: skip
+    if summary["tracking_error_px"] is not None:
+        print(f"  tracking error: median {summary['tracking_error_px']:.2f} px per frame against "
+              f"the sweep's known motion (a keypoint glued to the image: "
+              f"{summary['camera_motion_px']:.2f} px)")  # fmt: skip
     if not report.get("matched"):
         print("[demo] the node published no keypoints for the replayed frames", file=sys.stderr)
         return 1

@@ -87,7 +87,7 @@ def run_checks(out: Path) -> dict[str, Any]:
         summary["error"] = "no CUDA device: this check needs a GPU and a CUDA build of torch"
         return summary
     parts = summary["parts"]
-    bench = [py, "-m", "skp_core.benchmark", "--model", "sd15-random", "--device", "cuda",
+    bench = [py, "-m", "skp_core.benchmark_cli", "--model", "sd15-random", "--device", "cuda",
              "--image-size", "512", "--repeat", "3", "--latent-views"]  # fmt: skip
     fp32 = [*bench, "--json", str(out / "bench_fp32.json")]
     parts["bench_fp32"] = _run("bench_fp32", fp32, out / "bench_fp32.log")

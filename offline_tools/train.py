@@ -24,28 +24,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
-from offline_tools.datasets import DatasetError, list_datasets
-from offline_tools.distributed import Distributed, init_distributed
-from offline_tools.stages import (
-    STAGES,
-    RunOptions,
-    RunPaths,
-    RunResult,
-    StageError,
-    TrainingRun,
-    applicable_stages,
-)
+from offline_tools.datasets import list_datasets
+from offline_tools.run_layout import STAGES, RunOptions, RunPaths, StageError, applicable_stages
 from skp_core.atomic_files import atomic_write_text
-from skp_core.backbone import BackboneError
-from skp_core.bundle import Bundle, BundleError, load_bundle
-from skp_core.checkpoint import CheckpointError
 from skp_core.config import MethodConfig, default_config
-from skp_core.optimize import OptimizationError
+
+if TYPE_CHECKING:  # torch, diffusers and the stage code load only once a run starts
+    from offline_tools.distributed import Distributed
+    from offline_tools.stages import RunResult, TrainingRun
+    from skp_core.bundle import Bundle
 
 __all__ = ["ConfigError", "build_parser", "main", "resolve_settings"]
 
@@ -321,6 +312,8 @@ class Settings:
 
 def _pick_device(device: str) -> str:
     if device == "auto":
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
@@ -333,6 +326,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
     bundle = None
     if merged.get("bundle"):
+        from skp_core.bundle import load_bundle
+
         bundle = load_bundle(merged["bundle"])
         merged.setdefault("model", bundle.backbone.get("model"))
     for key in ("dataset", "data_root", "model", "out"):
@@ -485,6 +480,8 @@ def _preflight(run: TrainingRun, stages: Sequence[str], bundle: Bundle | None) -
 
 def run_training(settings: Settings, dist: Distributed) -> RunResult:
     """Import a bundle if given, write config.yaml, run the stages."""
+    from offline_tools.stages import TrainingRun
+
     run = TrainingRun(settings.options, settings.config, dist)
     _preflight(run, settings.stages, settings.bundle)
     paths = RunPaths(settings.options.out)
@@ -500,7 +497,14 @@ def run_training(settings: Settings, dist: Distributed) -> RunResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 ok, 1 optimization failure, 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and argument errors end here, instantly
+    from offline_tools.datasets.base import DatasetError
+    from offline_tools.distributed import Distributed, init_distributed
+    from skp_core.backbone import BackboneError
+    from skp_core.bundle import BundleError
+    from skp_core.checkpoint import CheckpointError
+    from skp_core.optimize import OptimizationError
+
     dist = Distributed()
     start = time.perf_counter()
     try:

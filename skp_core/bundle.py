@@ -25,7 +25,6 @@ architecture fingerprint dict>}``; both are used by the compatibility check and 
 
 from __future__ import annotations
 
-import colorsys
 import datetime
 import hashlib
 import json
@@ -44,6 +43,7 @@ import torch
 from skp_core import safetensors_io
 from skp_core.atomic_files import interrupted_backups, replace_dir
 from skp_core.config import settings_problem
+from skp_core.palette import default_colors, default_keypoint_names
 
 BUNDLE_FORMAT_VERSION = 1
 """Version of the on-disk layout; bump on any incompatible change and keep reading old ones."""
@@ -52,52 +52,12 @@ FORMAT_NAME = "skp-bundle"
 JSON_FILE = "bundle.json"
 TENSORS_FILE = "tensors.safetensors"
 
-# Sasha Trubetskoy's 20 distinct colours (RGB): readable on natural images and to most
-# colour-blind viewers. Keypoints beyond 20 get golden-angle hues (see `default_colors`).
-_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (220, 190, 255),
-    (170, 110, 40),
-    (255, 250, 200),
-    (128, 0, 0),
-    (170, 255, 195),
-    (128, 128, 0),
-    (255, 215, 180),
-    (0, 0, 128),
-    (128, 128, 128),
-)
-
 _RETRAIN_HINT = "re-export the bundle with skp-train (or copy the whole bundle directory again)"
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 class BundleError(Exception):
     """A bundle cannot be saved or loaded; the message says which file, what and what to do."""
-
-
-def default_keypoint_names(num_keypoints: int) -> list[str]:
-    """Names used when training gave none: ``kp0`` .. ``kp{K-1}``."""
-    return [f"kp{i}" for i in range(num_keypoints)]
-
-
-def default_colors(num_keypoints: int) -> list[tuple[int, int, int]]:
-    """A fixed palette (RGB 0..255), so the same keypoint has the same colour everywhere."""
-    colors = list(_PALETTE[:num_keypoints])
-    for i in range(len(colors), num_keypoints):
-        hue = (i * 0.618033988749895) % 1.0
-        r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
-        colors.append((round(r * 255), round(g * 255), round(b * 255)))
-    return colors
 
 
 def _created() -> str | None:

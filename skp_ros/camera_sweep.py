@@ -24,6 +24,29 @@ def sample_photo(name: str = "astronaut") -> np.ndarray:
     return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
 
 
+def sweep_matrix(
+    photo_shape: tuple[int, ...],
+    index: int,
+    width: int = 640,
+    height: int = 480,
+    period: int = 90,
+    amplitude: float = 0.12,
+) -> np.ndarray:
+    """The 2x3 affine map from photo pixels to frame `index`'s pixels (pixel centres at
+    integers, as OpenCV and the node's (u, v) use): the camera's true motion, known exactly."""
+    ph, pw = photo_shape[:2]
+    phase = 2.0 * math.pi * (index % period) / period
+    # Fit the photo to the frame, then move the view around the photo's centre.
+    base_scale = max(width / pw, height / ph) * (1.1 + 0.1 * math.sin(phase))
+    angle = 5.0 * math.sin(phase)  # degrees of camera roll
+    cx = pw / 2 + amplitude * pw * math.sin(phase)
+    cy = ph / 2 + amplitude * ph * math.sin(2 * phase) / 2
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, base_scale)
+    matrix[0, 2] += width / 2 - cx
+    matrix[1, 2] += height / 2 - cy
+    return matrix
+
+
 def sweep_frame(
     photo: np.ndarray,
     index: int,
@@ -36,16 +59,7 @@ def sweep_frame(
 
     The motion is periodic (`period` frames) so long streams stay on the photo.
     """
-    ph, pw = photo.shape[:2]
-    phase = 2.0 * math.pi * (index % period) / period
-    # Fit the photo to the frame, then move the view around the photo's centre.
-    base_scale = max(width / pw, height / ph) * (1.1 + 0.1 * math.sin(phase))
-    angle = 5.0 * math.sin(phase)  # degrees of camera roll
-    cx = pw / 2 + amplitude * pw * math.sin(phase)
-    cy = ph / 2 + amplitude * ph * math.sin(2 * phase) / 2
-    matrix = cv2.getRotationMatrix2D((cx, cy), angle, base_scale)
-    matrix[0, 2] += width / 2 - cx
-    matrix[1, 2] += height / 2 - cy
+    matrix = sweep_matrix(photo.shape, index, width, height, period, amplitude)
     return cv2.warpAffine(
         photo, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
     )

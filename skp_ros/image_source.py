@@ -13,8 +13,25 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from skp_ros.camera_sweep import sample_photo, sweep_frame
 from skp_ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
-from skp_ros.process import spin_node
+from skp_ros.process import node_usage, spin_node, wants_help
 from skp_ros.qos import describe_qos, make_qos
+
+PARAMETERS: tuple[tuple[str, object, str], ...] = (
+    ("topic", "image_raw", "Topic to publish images on."),
+    ("rate_hz", 10.0, "Publishing rate in Hz."),
+    ("width", 640, "Image width in pixels."),
+    ("height", 480, "Image height in pixels."),
+    ("photo", "astronaut", "scikit-image sample photo to sweep over."),
+    ("encoding", "rgb8", "rgb8, bgr8 or mono8 (raw images only)."),
+    ("compressed", False, "Publish sensor_msgs/CompressedImage (JPEG) on TOPIC/compressed."),
+    ("frame_id", "camera", "frame_id of the published headers."),
+    ("num_frames", 0, "Stop after this many frames (0: never)."),
+    ("qos_reliability", "best_effort", "reliable or best_effort."),
+    ("qos_durability", "volatile", "volatile or transient_local."),
+    ("qos_history", "keep_last", "keep_last or keep_all."),
+    ("qos_depth", 1, "History depth."),
+)
+"""(name, default, description) of every parameter, for the node and its --help."""
 
 
 class ImageSource(Node):
@@ -22,23 +39,22 @@ class ImageSource(Node):
 
     def __init__(self) -> None:
         super().__init__("skp_image_source")
-        declare = self._declare
-        self.topic = declare("topic", "image_raw", "Topic to publish images on.")
-        self.rate_hz = declare("rate_hz", 10.0, "Publishing rate in Hz.")
-        self.width = declare("width", 640, "Image width in pixels.")
-        self.height = declare("height", 480, "Image height in pixels.")
-        self.photo_name = declare("photo", "astronaut", "scikit-image sample photo to sweep over.")
-        self.encoding = declare("encoding", "rgb8", "rgb8, bgr8 or mono8 (raw images only).")
-        self.compressed = declare(
-            "compressed", False, "Publish sensor_msgs/CompressedImage (JPEG) on TOPIC/compressed."
-        )
-        self.frame_id = declare("frame_id", "camera", "frame_id of the published headers.")
-        self.num_frames = declare("num_frames", 0, "Stop after this many frames (0: never).")
+        value = {
+            name: self.declare_parameter(
+                name, default, ParameterDescriptor(description=description)
+            ).value
+            for name, default, description in PARAMETERS
+        }
+        self.topic, self.rate_hz = value["topic"], value["rate_hz"]
+        self.width, self.height = value["width"], value["height"]
+        self.photo_name, self.encoding = value["photo"], value["encoding"]
+        self.compressed, self.frame_id = value["compressed"], value["frame_id"]
+        self.num_frames = value["num_frames"]
         qos = make_qos(
-            declare("qos_reliability", "best_effort", "reliable or best_effort."),
-            declare("qos_durability", "volatile", "volatile or transient_local."),
-            declare("qos_history", "keep_last", "keep_last or keep_all."),
-            declare("qos_depth", 1, "History depth."),
+            value["qos_reliability"],
+            value["qos_durability"],
+            value["qos_history"],
+            value["qos_depth"],
         )
         self.photo = sample_photo(self.photo_name)
         if self.compressed:
@@ -52,11 +68,6 @@ class ImageSource(Node):
             f"publishing {self.width}x{self.height} '{self.photo_name}' sweep on "
             f"{self.publisher.topic_name} at {self.rate_hz} Hz, QoS {describe_qos(qos)}"
         )
-
-    def _declare(self, name: str, default, description: str):
-        return self.declare_parameter(
-            name, default, ParameterDescriptor(description=description)
-        ).value
 
     def _tick(self) -> None:
         if self.num_frames and self.count >= self.num_frames:
@@ -78,7 +89,11 @@ class ImageSource(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return spin_node(ImageSource, args if args is not None else sys.argv)
+    argv = list(args if args is not None else sys.argv)
+    if wants_help(argv):
+        print(node_usage("image_source", __doc__, PARAMETERS))
+        return 0
+    return spin_node(ImageSource, argv)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ from skp_ros.parameters import (
     check_value,
     descriptor,
 )
+from skp_ros.process import node_usage, wants_help
 from skp_ros.qos import describe_qos, make_qos
 
 NODE_NAME = "skp_keypoints"
@@ -799,6 +800,10 @@ class KeypointNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the ``keypoint_node`` executable; returns the process exit code."""
+    if wants_help(sys.argv if args is None else args):
+        specs = ((spec.name, spec.default, spec.description) for spec in PARAMETERS)
+        print(node_usage("keypoint_node", __doc__, specs))
+        return 0
     rclpy.init(args=args)
     node: KeypointNode | None = None
     executor: SingleThreadedExecutor | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import rclpy
@@ -32,6 +32,30 @@ def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    """True when -h/--help comes before --ros-args (argv[0] is the program)."""
+    ours = list(argv[1:])
+    if "--ros-args" in ours:
+        ours = ours[: ours.index("--ros-args")]
+    return "-h" in ours or "--help" in ours
+
+
+def node_usage(program: str, doc: str | None, parameters: Iterable[tuple[str, object, str]]) -> str:
+    """--help of a ROS node executable: what it is, how to set parameters, each parameter."""
+    summary = (doc or "").strip().splitlines()[0] if doc else program
+    lines = [
+        f"usage: {program} [--ros-args -p NAME:=VALUE ... -r FROM:=TO ... --params-file FILE]",
+        "",
+        summary,
+        "",
+        "parameters (default):",
+    ]
+    for name, default, description in parameters:
+        shown = str(default).lower() if isinstance(default, bool) else repr(default)
+        lines.append(f"  {name} ({shown}): {description}")
+    return "\n".join(lines)
 
 
 def spin_node(make_node: Callable[[], Node], args: Sequence[str] | None) -> int:

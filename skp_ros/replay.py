@@ -26,7 +26,6 @@ From Python, :func:`replay_bag` runs ``run`` and returns the report as a dict, a
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -44,9 +43,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from skp_core.bundle import default_colors
 from skp_core.image_header import PixelLimitError, check_pixel_limit
 from skp_core.overlay import draw_keypoints
+from skp_core.palette import default_colors
 from skp_core.progress import progress as progress_bar
 from skp_ros.bag_io import (
     COMPRESSED_IMAGE_TYPE,
@@ -64,7 +63,13 @@ from skp_ros.bag_io import (
     read_messages,
     replace_header_stamp,
 )
-from skp_ros.camera_sweep import SAMPLE_PHOTOS, sample_photo, sweep_frame
+from skp_ros.camera_motion import (
+    CameraMotionError,
+    read_camera_motion,
+    tracking_error,
+    write_camera_motion,
+)
+from skp_ros.camera_sweep import SAMPLE_PHOTOS, sample_photo, sweep_frame, sweep_matrix
 from skp_ros.process import child_env, stop_child
 
 __all__ = [
@@ -147,8 +152,9 @@ def _bag_frames(
     sweep: str,
     frames: int | None,
     size: tuple[int, int] | None,
-) -> tuple[int, Iterator[np.ndarray]]:
-    """(count, frames) for make_bag: a folder's images (resized only if asked) or a sweep."""
+) -> tuple[int, Iterator[np.ndarray], list[np.ndarray] | None]:
+    """(count, frames, camera motion) for make_bag: a folder's images (resized only if asked,
+    no known motion) or a sweep (with each frame's photo-to-image map)."""
     if images_dir is not None:
         files = list_images(images_dir)
         files = files[:frames] if frames is not None else files
@@ -160,11 +166,12 @@ def _bag_frames(
                     rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
                 yield rgb
 
-        return len(files), from_files()
+        return len(files), from_files(), None
     photo = sample_photo(sweep)
     width, height = size or DEFAULT_SWEEP_SIZE
     count = 90 if frames is None else frames
-    return count, (sweep_frame(photo, i, width, height) for i in range(count))
+    motion = [sweep_matrix(photo.shape, i, width, height) for i in range(count)]
+    return count, (sweep_frame(photo, i, width, height) for i in range(count)), motion
 
 
 def make_bag(
@@ -188,7 +195,8 @@ def make_bag(
     Frames come from `images_dir` (sorted; kept at their own size unless width and height are
     given) or from the camera sweep over photo `sweep` (default 90 frames at 640x480). Images
     are rgb8 ``sensor_msgs/Image``, or JPEG ``CompressedImage`` on ``<topic>/compressed``.
-    Header stamp and bag timestamp of frame i are ``BAG_EPOCH_NS + i / rate``.
+    Header stamp and bag timestamp of frame i are ``BAG_EPOCH_NS + i / rate``. A sweep bag
+    also holds ``camera_motion.json``, the camera's true motion (skp_ros.camera_motion).
     """
     from skp_ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
 
@@ -199,7 +207,7 @@ def make_bag(
     if frames is not None and frames < 1:
         raise ReplayError(f"frames must be >= 1, got {frames}")
     size = None if width is None or height is None else (int(width), int(height))
-    count, images = _bag_frames(images_dir, sweep, frames, size)
+    count, images, motion = _bag_frames(images_dir, sweep, frames, size)
     out_topic = compressed_topic(topic) if compressed else topic
     msgtype = COMPRESSED_IMAGE_TYPE if compressed else IMAGE_TYPE
     sizes: set[tuple[int, int]] = set()
@@ -216,6 +224,9 @@ def make_bag(
             msg.header.frame_id = frame_id
             writer.write(out_topic, msg, stamp_ns)
             sizes.add((rgb.shape[1], rgb.shape[0]))
+    if motion is not None:  # what the tracking error is measured against
+        stamps = [frame_stamp_ns(index, rate) for index in range(count)]
+        write_camera_motion(Path(out_bag), f"sweep:{sweep}", stamps, motion)
     summary = {
         "bag": str(out_bag),
         "storage": storage,
@@ -265,39 +276,6 @@ def _percentiles(values: Sequence[float]) -> dict[str, float] | None:
         "mean": float(data.mean()),
         "min": float(data.min()),
         "max": float(data.max()),
-    }
-
-
-def keypoint_jitter(
-    frames: Sequence[tuple[int, np.ndarray, np.ndarray]],
-) -> dict[str, float] | None:
-    """Displacement (px) of each keypoint id between consecutive published frames.
-
-    `frames` holds (publish index, ids, uv) of the frames that got an output. Only pairs of
-    frames published one after the other count, so a dropped frame never doubles the motion.
-    With a moving camera this includes the true motion; on a still scene it is pure jitter.
-    """
-    ordered = sorted(frames, key=lambda f: f[0])
-    distances: list[np.ndarray] = []
-    for (index_a, ids_a, uv_a), (index_b, ids_b, uv_b) in itertools.pairwise(ordered):
-        if index_b != index_a + 1:
-            continue
-        common, pos_a, pos_b = np.intersect1d(ids_a, ids_b, return_indices=True)
-        if common.size:
-            step = np.linalg.norm(uv_b[pos_b].astype(np.float64) - uv_a[pos_a], axis=1)
-            distances.append(step[np.isfinite(step)])
-    if not distances:
-        return None
-    data = np.concatenate(distances)
-    if data.size == 0:
-        return None
-    return {
-        "mean": float(data.mean()),
-        "median": float(np.median(data)),
-        "p95": float(np.percentile(data, 95)),
-        "max": float(data.max()),
-        "pairs": len(distances),
-        "displacements": int(data.size),
     }
 
 
@@ -519,7 +497,7 @@ def _render_outputs(
     bag: Path,
     topic: str,
     keypoints: dict[int, tuple[np.ndarray, np.ndarray]],
-    order: list[int],
+    bag_index: dict[int, int],
     latencies: dict[int, float],
     out_dir: Path,
     strip_frames: int,
@@ -527,14 +505,20 @@ def _render_outputs(
     video_frames: int,
     video_fps: float,
     notes: list[str],
-) -> tuple[str | None, str | None]:
-    """Write overlay_strip.png (and overlays.mp4) from the bag's frames and their keypoints."""
+) -> tuple[str | None, str | None, list[int]]:
+    """Write overlay_strip.png (and overlays.mp4) from the bag's frames and their keypoints.
+
+    Tiles and video frames are captioned with the frame's index in the bag (not among the
+    answered frames, which differ whenever a frame dropped). Returns the strip's path, the
+    video's path and the bag indices in the strip.
+    """
+    order = sorted(keypoints, key=bag_index.__getitem__)
     strip_stamps = set(_select(order, strip_frames))
     video_stamps = set(order[:video_frames]) if video else set()
     wanted = strip_stamps | video_stamps
     if not wanted:
-        return None, None
-    index_of = {stamp: i for i, stamp in enumerate(order)}
+        return None, None, []
+    index_of = bag_index
     tiles: dict[int, np.ndarray] = {}
     writer = None
     video_path = out_dir / "overlays.mp4"
@@ -578,7 +562,8 @@ def _render_outputs(
             written_video = str(video_path)
         else:
             notes.append("cv2.VideoWriter produced no file; video skipped")
-    return (str(strip_path) if strip_path else None), written_video
+    strip_indices = sorted(index_of[s] for s in tiles)
+    return (str(strip_path) if strip_path else None), written_video, strip_indices
 
 
 def replay_bag(
@@ -774,13 +759,20 @@ def replay_bag(
     report = _analyse(received, published, keypoints_topic, publish_times, notes)
     latencies = report.pop("_latencies")
     keypoints = report.pop("_keypoints")
-    order = sorted(keypoints, key=lambda s: published[s][0])
+    bag_index = {stamp: published[stamp][0] for stamp in keypoints}
+    try:
+        motion = read_camera_motion(bag)
+    except CameraMotionError as exc:
+        motion = None
+        notes.append(f"no tracking error: {exc}")
+    answered = [(bag_index[s], s, ids, uv) for s, (ids, uv) in keypoints.items()]
+    tracking = None if motion is None else tracking_error(answered, motion)
     video_fps = _rate(bag_times) or 10.0
-    strip_path, video_path = _render_outputs(
+    strip_path, video_path, strip_indices = _render_outputs(
         bag,
         image_topic,
         keypoints,
-        order,
+        bag_index,
         latencies,
         out,
         strip_frames,
@@ -815,7 +807,10 @@ def replay_bag(
         "recorded_bag": str(recorded_path),
         "recorded_storage": record_storage,
         "recorded_counts": recorded_counts,
+        "camera_motion_known": motion is not None,
+        "tracking_error_px": tracking,
         "overlay_strip": strip_path,
+        "overlay_strip_frames": strip_indices,
         "overlay_video": video_path,
         "stopped_early": stopped_early,
         "wall_time_s": time.monotonic() - started,
@@ -981,7 +976,7 @@ def _analyse(
     publish_times: list[int],
     notes: list[str],
 ) -> dict[str, Any]:
-    """Match outputs to inputs by stamp and compute drops, latency, jitter and rates."""
+    """Match outputs to inputs by stamp and compute drops, latency and rates."""
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import PointCloud2
 
@@ -1011,7 +1006,6 @@ def _analyse(
         latencies[stamp] = (item.mono_ns - published[stamp][1]) / 1e6
         counts.append(len(ids))
         receive_times.append(item.mono_ns)
-    jitter = keypoint_jitter([(published[s][0], ids, uv) for s, (ids, uv) in keypoints.items()])
     frames_published = len(published)
     dropped = frames_published - len(keypoints)
     return {
@@ -1024,7 +1018,6 @@ def _analyse(
         "duplicate_outputs": duplicates,
         "undecodable_outputs": undecodable,
         "latency_ms": _percentiles(list(latencies.values())),
-        "jitter_px": jitter,
         "keypoints_per_message": (
             {"mean": float(np.mean(counts)), "min": int(min(counts)), "max": int(max(counts))}
             if counts
@@ -1041,10 +1034,23 @@ def _fmt(value: float | None, unit: str, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f} {unit}"
 
 
+def _tracking_line(motion_known: bool, tracking: dict[str, Any] | None) -> str:
+    if not motion_known:
+        return "  tracking error     n/a (the bag records no camera motion: only sweep bags do)"
+    if tracking is None:
+        return "  tracking error     n/a (no two consecutive frames answered)"
+    return (
+        f"  tracking error     p50 {_fmt(tracking['p50'], 'px', 2)}, "
+        f"p95 {_fmt(tracking['p95'], 'px', 2)} (the camera moved keypoints "
+        f"{_fmt(tracking['camera_motion_p50'], 'px', 2)} per frame) over {tracking['pairs']} "
+        f"frame pairs"
+    )
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """The human summary printed at the end of a run."""
     latency = report.get("latency_ms") or {}
-    jitter = report.get("jitter_px") or {}
+    tracking = report.get("tracking_error_px")
     drop = report.get("drop_rate")
     warmup = report.get("warmup") or {"frames": 0, "latency_ms": None}
     lines = [
@@ -1062,9 +1068,7 @@ def format_summary(report: dict[str, Any]) -> str:
         + (f" ({100 * drop:.1f} %)" if drop is not None else ""),
         f"  latency            p50 {_fmt(latency.get('p50'), 'ms')}, "
         f"p99 {_fmt(latency.get('p99'), 'ms')}",
-        f"  jitter (motion)    mean {_fmt(jitter.get('mean'), 'px', 2)}, "
-        f"median {_fmt(jitter.get('median'), 'px', 2)} "
-        f"over {jitter.get('pairs', 0)} consecutive frame pairs",
+        _tracking_line(report.get("camera_motion_known", False), tracking),
         f"  warm-up            {warmup['frames']} frames, first answer after "
         f"{_fmt(warmup['latency_ms'], 'ms')}",
         f"  processing rate    {_fmt(report.get('processing_rate_hz'), 'Hz')} "

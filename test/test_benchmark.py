@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from skp_core.benchmark import main, targets_for
+from skp_core.benchmark import targets_for
+from skp_core.benchmark_cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 

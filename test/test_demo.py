@@ -32,6 +32,10 @@ def test_demo_runs_end_to_end(tmp_path):
     assert report["mode"]["lockstep"] and report["lockstep_timeouts"] == 0
     assert report["matched"] == 8 and report["dropped"] == 0
     assert report["unmatched_outputs"] == 0
+    # The sweep bag knows its camera motion: the replay measures keypoints against it.
+    tracking = report["tracking_error_px"]
+    assert tracking["pairs"] == 7 and summary["tracking_error_px"] == tracking["p50"]
+    assert "tracking error: median" in proc.stdout
     strip = cv2.imread(summary["overlay_strip"])
     assert strip is not None and strip.size > 0
     assert "training report" in proc.stdout

@@ -35,15 +35,16 @@ from skp_ros.bag_io import (
     read_messages,
     replace_header_stamp,
 )
-from skp_ros.camera_sweep import sample_photo, sweep_frame
+from skp_ros.camera_motion import MOTION_FILE, read_camera_motion, tracking_error
+from skp_ros.camera_sweep import sample_photo, sweep_frame, sweep_matrix
 from skp_ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from skp_ros.keypoint_msgs import cloud_to_keypoints
 from skp_ros.replay import (
     BAG_EPOCH_NS,
     DEFAULT_KEYPOINTS_TOPIC,
     ReplayError,
+    _render_outputs,
     frame_stamp_ns,
-    keypoint_jitter,
     make_bag,
     replay_bag,
 )
@@ -85,7 +86,7 @@ def test_make_bag_sweep_raw_gives_exact_frames_and_stamps(tmp_path: Path, storag
     )
     assert summary["frames"] == frames
     assert bag_storage(bag) == storage
-    assert [p.suffix for p in bag.iterdir() if p.name != "metadata.yaml"] == [
+    assert [p.suffix for p in bag.iterdir() if p.name not in ("metadata.yaml", MOTION_FILE)] == [
         STORAGE_SUFFIX[storage]
     ]
     assert bag_topics(bag) == {"/camera/image_raw": (IMAGE_TYPE, frames)}
@@ -105,6 +106,11 @@ def test_make_bag_sweep_raw_gives_exact_frames_and_stamps(tmp_path: Path, storag
         assert message.timestamp_ns == message.stamp_ns  # recorded when it was "taken"
     assert stamps[0] == BAG_EPOCH_NS
     np.testing.assert_allclose(np.diff(stamps), 1e9 / rate, atol=1)
+    # Beside the frames, the camera's true motion of each one, by stamp.
+    motion = read_camera_motion(bag)
+    assert sorted(motion) == stamps
+    for index, stamp in enumerate(stamps):
+        np.testing.assert_array_equal(motion[stamp][:2], sweep_matrix(photo.shape, index, *SIZE))
 
     # Independent check: rosbags' own CDR decoder reads what rclpy serialised.
     typestore = get_typestore(Stores.ROS2_JAZZY)
@@ -181,6 +187,7 @@ def test_make_bag_from_folder_keeps_sizes_and_order(tmp_path: Path) -> None:
     assert np.abs(jpeg - sample_photo("astronaut")).mean() < 4.0
     stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in messages]
     assert stamps == [frame_stamp_ns(i, 5.0) for i in range(4)]
+    assert read_camera_motion(bag) is None  # unrelated photos: no camera motion to record
 
     resized = tmp_path / "resized_bag"
     make_bag(resized, images_dir=folder, frames=2, width=64, height=48, progress=False)
@@ -217,19 +224,57 @@ def test_header_stamp_is_read_from_cdr_in_both_byte_orders() -> None:
         assert moved[:4] == data[:4] and moved.endswith(b"rest") and len(moved) == len(data) + 4
 
 
-def test_keypoint_jitter_skips_gaps_and_matches_ids() -> None:
+def test_sweep_matrix_is_the_true_motion_of_the_rendered_frames() -> None:
+    """A bright dot painted on the photo appears in each frame where sweep_matrix puts it."""
+    photo = sample_photo("astronaut").copy()
+    x, y = 300, 200
+    photo[y - 2 : y + 3, x - 2 : x + 3] = (0, 255, 0)
+    photo[..., 1] = np.where(photo[..., 0] == 0, photo[..., 1], photo[..., 1] // 2)
+    for index in (0, 7, 23, 51):
+        frame = sweep_frame(photo, index, *SIZE)
+        green = (frame[..., 1].astype(int) - frame[..., 0] - frame[..., 2]).clip(0)
+        rows, cols = np.nonzero(green > 120)
+        found = np.array([cols.mean(), rows.mean()])
+        expected = sweep_matrix(photo.shape, index, *SIZE) @ np.array([x, y, 1.0])
+        assert np.linalg.norm(found - expected) < 0.5, (index, found, expected)
+
+
+def test_tracking_error_is_zero_for_keypoints_that_follow_the_camera() -> None:
+    photo_shape = sample_photo("astronaut").shape
+    stamps = [frame_stamp_ns(i, 10.0) for i in range(5)]
+    motion = {
+        stamp: np.vstack([sweep_matrix(photo_shape, i, *SIZE), [0, 0, 1]])
+        for i, stamp in enumerate(stamps)
+    }
+    on_photo = np.array([[250.0, 180.0], [310.0, 260.0], [200.0, 300.0]])
     ids = np.array([0, 1, 2])
-    uv0 = np.array([[0.0, 0.0], [10.0, 10.0], [20.0, 20.0]])
-    frames = [
-        (0, ids, uv0),
-        (1, ids[::-1], (uv0 + np.array([3.0, 4.0]))[::-1]),  # same ids in another order: 5 px each
-        (3, ids, uv0 + 100.0),  # frame 2 was dropped: the 1 -> 3 jump must not count
-    ]
-    jitter = keypoint_jitter(frames)
-    assert jitter is not None
-    assert jitter["pairs"] == 1 and jitter["displacements"] == 3
-    assert jitter["mean"] == pytest.approx(5.0) and jitter["max"] == pytest.approx(5.0)
-    assert keypoint_jitter(frames[:1]) is None
+
+    def seen(i: int) -> np.ndarray:
+        return on_photo @ motion[stamps[i]][:2, :2].T + motion[stamps[i]][:2, 2]
+
+    following = [(i, stamps[i], ids, seen(i)) for i in (0, 1, 2, 4)]  # frame 3 dropped
+    result = tracking_error(following, motion)
+    assert result["pairs"] == 2 and result["keypoints"] == 6  # 2 -> 4 is no pair
+    assert result["p95"] < 1e-9 and result["camera_motion_p50"] > 0.5
+    # Glued to the image instead (and listed in another id order): the error is the motion.
+    glued = [(i, stamps[i], ids[::-1], seen(0)[::-1]) for i in range(5)]
+    result = tracking_error(glued, motion)
+    assert result["pairs"] == 4
+    assert result["p50"] == pytest.approx(result["camera_motion_p50"])
+    assert tracking_error(following[:1], motion) is None
+
+
+def test_strip_captions_use_the_bag_index_when_a_frame_dropped(tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    make_bag(bag, frames=5, rate=10.0, width=SIZE[0], height=SIZE[1], progress=False)
+    stamps = [frame_stamp_ns(i, 10.0) for i in range(5)]
+    answered = {stamps[i]: (np.array([0]), np.array([[40.0, 30.0]])) for i in (0, 2, 3)}
+    bag_index = {stamp: i for i, stamp in enumerate(stamps) if stamp in answered}
+    strip, video, indices = _render_outputs(
+        bag, "/camera/image_raw", answered, bag_index, {}, tmp_path, 6, False, 0, 10.0, []
+    )
+    assert indices == [0, 2, 3] and video is None
+    assert cv2.imread(strip).shape[1] == 3 * round(240 * SIZE[0] / SIZE[1])
 
 
 # --------------------------------------------------------------------------- run (DDS)
@@ -255,8 +300,15 @@ def _check_replay_report(
     assert report["unmatched_outputs"] == 0
     latency = report["latency_ms"]
     assert 0 < latency["min"] <= latency["p50"] <= latency["p99"] <= latency["max"]
-    if matched > 1:
-        assert report["jitter_px"]["mean"] == 0.0  # the echo node's keypoints never move
+    tracking = report["tracking_error_px"]
+    if not report["camera_motion_known"]:
+        assert tracking is None  # unrelated photos: no motion figure at all
+    elif lossless:
+        # The echo node's keypoints stay put in the image: their error is the camera's motion.
+        assert tracking["pairs"] == frames - 1
+        assert tracking["p50"] == pytest.approx(tracking["camera_motion_p50"])
+        assert tracking["camera_motion_p50"] > 0.1
+    assert report["overlay_strip_frames"] == sorted(report["overlay_strip_frames"])
     assert report["keypoints_per_message"] == {"mean": 5.0, "min": 5, "max": 5}
     assert report["warmup"]["frames"] >= 1 and report["warmup"]["latency_ms"] > 0
     assert report["node_exit_code"] in (0, None)

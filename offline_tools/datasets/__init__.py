@@ -7,26 +7,21 @@ Splits: "train" (images the tokens are optimized on), "regression" (training ima
 annotations, used to fit the linear regressor), "test" (scored). Item format, coordinate
 conventions and seeding: offline_tools.datasets.base. Each family module documents its
 layout and every assumption about the files.
+
+Importing this package is cheap (no torch, pandas or scipy): the family modules load on first
+use, so skp-train can list the dataset names in --help without them.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from offline_tools.datasets.base import (
-    SPLITS,
-    DatasetError,
-    KeypointDataset,
-    mirror_keypoints,
-)
-from offline_tools.datasets.celeba import CelebAAligned, CelebAWild
-from offline_tools.datasets.cub import CUB_MIRROR_PERMUTATION, CUB_PARTS, CubAligned, CubParts
-from offline_tools.datasets.custom import CustomImages
-from offline_tools.datasets.deepfashion import DeepFashion
-from offline_tools.datasets.human36m import Human36M, UnalignedHuman36M
-from offline_tools.datasets.taichi import TaiChi
+if TYPE_CHECKING:
+    from offline_tools.datasets.base import KeypointDataset
 
 __all__ = [
     "CUB_MIRROR_PERMUTATION",
@@ -40,26 +35,51 @@ __all__ = [
     "mirror_keypoints",
 ]
 
-# name -> constructor(root, split, *, image_size, seed, augment, allow_pickle, name)
-DATASETS: dict[str, Callable[..., KeypointDataset]] = {
-    "celeba_aligned": CelebAAligned,
-    "celeba_wild": CelebAWild,
-    "cub_aligned": CubAligned,
-    "cub_001": partial(CubParts, class_id=1),
-    "cub_002": partial(CubParts, class_id=2),
-    "cub_003": partial(CubParts, class_id=3),
-    "cub_all": partial(CubParts, class_id=None),
-    "taichi": TaiChi,
-    "deepfashion": DeepFashion,
-    "human3.6m": Human36M,
-    "unaligned_human3.6m": UnalignedHuman36M,
-    "custom": CustomImages,
+# name -> (family module, class, fixed keyword arguments)
+_FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "celeba_aligned": ("celeba", "CelebAAligned", {}),
+    "celeba_wild": ("celeba", "CelebAWild", {}),
+    "cub_aligned": ("cub", "CubAligned", {}),
+    "cub_001": ("cub", "CubParts", {"class_id": 1}),
+    "cub_002": ("cub", "CubParts", {"class_id": 2}),
+    "cub_003": ("cub", "CubParts", {"class_id": 3}),
+    "cub_all": ("cub", "CubParts", {"class_id": None}),
+    "taichi": ("taichi", "TaiChi", {}),
+    "deepfashion": ("deepfashion", "DeepFashion", {}),
+    "human3.6m": ("human36m", "Human36M", {}),
+    "unaligned_human3.6m": ("human36m", "UnalignedHuman36M", {}),
+    "custom": ("custom", "CustomImages", {}),
 }
+
+# Names re-exported from the modules that define them, imported when first asked for.
+_LAZY = {
+    "SPLITS": "base",
+    "DatasetError": "base",
+    "KeypointDataset": "base",
+    "mirror_keypoints": "base",
+    "CUB_MIRROR_PERMUTATION": "cub",
+    "CUB_PARTS": "cub",
+}
+
+
+def _constructor(name: str) -> Callable[..., KeypointDataset]:
+    module, attribute, fixed = _FAMILIES[name]
+    family = getattr(importlib.import_module(f"offline_tools.datasets.{module}"), attribute)
+    return partial(family, **fixed) if fixed else family
+
+
+def __getattr__(attribute: str) -> Any:
+    if attribute == "DATASETS":  # name -> constructor(root, split, *, image_size, ...)
+        return {name: _constructor(name) for name in _FAMILIES}
+    if attribute in _LAZY:
+        module = importlib.import_module(f"offline_tools.datasets.{_LAZY[attribute]}")
+        return getattr(module, attribute)
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
 
 def list_datasets() -> list[str]:
     """Registered dataset names, in registry order."""
-    return list(DATASETS)
+    return list(_FAMILIES)
 
 
 def load_dataset(
@@ -79,11 +99,13 @@ def load_dataset(
     files; the CSV export needs no opt-in). Raises ValueError for an unknown name or split and
     DatasetError when files are missing or unreadable (the message names the expected path).
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    from offline_tools.datasets.base import SPLITS
+
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(_FAMILIES)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return DATASETS[name](
+    return _constructor(name)(
         root,
         split,
         image_size=image_size,
