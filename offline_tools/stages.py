@@ -56,7 +56,6 @@ from skp_core.detector import KeypointDetector
 from skp_core.metrics import DATASET_PROTOCOLS, DatasetProtocol, evaluate
 from skp_core.optimize import OptimizationError, TokenOptimizer, resumable_settings
 from skp_core.progress import progress as progress_bar
-from skp_core.readout import read_keypoints
 from skp_core.regression import apply_regressor, fit_regressor
 from skp_core.select_tokens import select_best_tokens
 
@@ -237,7 +236,7 @@ class TrainingRun:
 
     @contextlib.contextmanager
     def detector(self) -> Iterator[KeypointDetector]:
-        """Inference exactly as the bundle will run it (argmax read-out for the protocol)."""
+        """Inference exactly as the bundle will run it, with the protocol's read-out."""
         detector = KeypointDetector(
             self.backbone,
             self.bundle_object(with_results=False),
@@ -245,7 +244,7 @@ class TrainingRun:
             include_identity=self.cfg.include_identity_view,
             view_space=self.cfg.view_space,
             max_batch=self.opts.batch_size,
-            readout="argmax",
+            readout=self.cfg.max_loc_strategy,
             seed=self.cfg.seed,
         )
         try:
@@ -336,6 +335,8 @@ class TrainingRun:
                     "num_views",
                     "include_identity_view",
                     "view_space",
+                    "max_loc_strategy",
+                    "max_loc_distance",
                     "image_size",
                     "feature_resolution",
                     "layers",
@@ -676,12 +677,12 @@ class TrainingRun:
     def _keypoint_rows(
         detector: KeypointDetector, batches: Iterator[dict[str, Any]], count: int
     ) -> dict[str, Any]:
-        """Argmax keypoints (the protocol's read-out) of the next `count` images."""
+        """Keypoints (the protocol's read-out, max_loc_strategy) of the next `count` images."""
         out: dict[str, list[Any]] = {k: [] for k in ("keypoints", "annotations", "visibility")}
         out.update(indices=[], paths=[])
         while len(out["paths"]) < count:
             batch = next(batches)
-            locations, _ = read_keypoints(detector.keypoint_maps(batch["image"]), "argmax")
+            locations, _ = detector.read(detector.keypoint_maps(batch["image"]))
             out["keypoints"].append(locations.float().cpu())
             out["annotations"].append(batch["keypoints"].float())
             out["visibility"].append(batch["visibility"].float())
@@ -751,7 +752,7 @@ class TrainingRun:
         metrics = {k: _finite_or_none(v) for k, v in scores.items()}
         info = {k: v for k, v in reg_meta.get("info", {}).items() if k != "landmark_names"}
         metrics.update(
-            readout="argmax",
+            readout=self.cfg.max_loc_strategy,
             num_keypoints=int(discovered.shape[1]),
             num_views=self.cfg.num_views,
             regressor=info,
@@ -854,7 +855,7 @@ class TrainingRun:
         with self.detector() as detector:
             maps = detector.keypoint_maps(batch[: min(3, count)]) if count else None
             if stored is None and count:
-                located, _ = read_keypoints(detector.keypoint_maps(batch), "argmax")
+                located, _ = detector.read(detector.keypoint_maps(batch))
                 stored = located.double().cpu().numpy()
         weights = None
         if self.paths.regressor.exists():

@@ -65,6 +65,10 @@ METHOD_HELP: dict[str, str] = {
     "include_identity_view": "make view 0 the un-warped image (upstream: no) (§5)",
     "view_space": "image (exact, §5) or latent: encode once and warp the latent per view "
     "(faster, approximate)",
+    "max_loc_strategy": "read-out of the view-averaged maps: argmax (the protocol's), "
+    "weighted_avg (the reference's centroid near the argmax) or subpixel (§5)",
+    "max_loc_distance": "weighted_avg: radius kept around the argmax, in pixels of a "
+    "512-pixel map (scaled with the map size); -1: the whole map",
     "seed": "seed of every random draw (context init, batches, views, noise)",
 }
 

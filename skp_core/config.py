@@ -81,6 +81,18 @@ def _view_space(value: Any) -> str | None:
     return None if value in VIEW_SPACES else f"must be one of {VIEW_SPACES}, got {value!r}"
 
 
+def _max_loc_strategy(value: Any) -> str | None:
+    choices = ("argmax", "subpixel", "weighted_avg")
+    return None if value in choices else f"must be one of {choices}, got {value!r}"
+
+
+def _max_loc_distance(value: Any) -> str | None:
+    problem = _number(-1.0)(value)
+    if problem is None and value < 0 and value != -1:
+        problem = f"must be >= 0, or -1 for the whole map, got {value}"
+    return problem
+
+
 def _layers(value: Any) -> str | None:
     if not isinstance(value, list | tuple) or not value:
         return f"must be a non-empty list of layer names, got {value!r}"
@@ -112,6 +124,8 @@ FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "num_views": _integer(1, MAX_NUM_VIEWS),
     "include_identity_view": _boolean,
     "view_space": _view_space,
+    "max_loc_strategy": _max_loc_strategy,
+    "max_loc_distance": _max_loc_distance,
     "seed": _integer(0, 2**63 - 1),
 }
 """One check per setting: its type and the range in which it means something."""
@@ -167,6 +181,11 @@ class MethodConfig:
     include_identity_view: bool = False
     view_space: str = "image"
     """Test-time views warp the image (exact) or, encoded once, its latent (approximate)."""
+    max_loc_strategy: str = "argmax"
+    """Read-out of each view-averaged map: argmax (the protocol's), weighted_avg (the
+    reference's centroid near the argmax) or subpixel (skp's log-parabola refinement)."""
+    max_loc_distance: float = 5.0
+    """weighted_avg: radius kept around the argmax, in pixels of a 512-pixel map; -1: all."""
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

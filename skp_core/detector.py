@@ -83,13 +83,14 @@ class KeypointDetector:
         num_views: int | None = None,
         include_identity: bool | None = None,
         max_batch: int | None = None,
-        readout: str = "argmax",
+        readout: str | None = None,
         map_size: int | None = None,
         seed: int = 0,
         view_space: str | None = None,
         map_dtype: torch.dtype | None = None,
     ) -> None:
         check_compatible(bundle, backbone.context_dim, backbone.fingerprint)
+        readout = readout or bundle.method.get("max_loc_strategy", "argmax")
         if readout not in READOUTS:
             raise ValueError(f"unknown read-out {readout!r}; choose one of {READOUTS}")
         method = bundle.method
@@ -112,6 +113,7 @@ class KeypointDetector:
         if problem is not None:
             raise ValueError(problem)
         self.readout = readout
+        self.max_loc_distance = float(method.get("max_loc_distance", 5.0))
         self.seed = seed
         image_size = int(method.get("image_size", 512))
         self.map_size = int(map_size or image_size)
@@ -191,6 +193,10 @@ class KeypointDetector:
         selected = self.mapper.maps_from_latents(z_t, self.context, tokens=self.selected)
         return average_views(selected, thetas, self.map_size)
 
+    def read(self, maps: Tensor) -> tuple[Tensor, Tensor]:
+        """Locations [..., 2] and scores [...] of view-averaged maps, by this read-out."""
+        return read_keypoints(maps, self.readout, self.max_loc_distance)
+
     def detect(
         self, images: Sequence[ImageLike] | ImageLike, return_maps: bool = False
     ) -> list[Detection]:
@@ -201,7 +207,7 @@ class KeypointDetector:
         sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
         batch = stack_resized(tensors, self.mapper.image_size, self.backbone.device)
         maps = self.keypoint_maps(batch)
-        locations, scores = read_keypoints(maps, self.readout)
+        locations, scores = self.read(maps)
         degenerate = degenerate_maps(maps).cpu().numpy()
         locations = locations.double().cpu().numpy()
         scores = scores.double().cpu().numpy()

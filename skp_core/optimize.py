@@ -40,7 +40,15 @@ __all__ = ["ImageSource", "OptimizationError", "OptimizationResult", "Shard", "T
 # Settings the optimization never reads (plus the step budget): a checkpoint may be resumed
 # with other values of these, e.g. to train longer or to evaluate with more views.
 RESUME_FREE_SETTINGS = frozenset(
-    {"steps", "selection_images", "num_views", "include_identity_view", "view_space"}
+    {
+        "steps",
+        "selection_images",
+        "num_views",
+        "include_identity_view",
+        "view_space",
+        "max_loc_strategy",
+        "max_loc_distance",
+    }
 )
 
 

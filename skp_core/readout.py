@@ -1,8 +1,9 @@
 """Keypoint read-out from (view-averaged) attention maps.
 
-METHOD §5 reads each keypoint as the argmax pixel centre; the evaluation protocol must keep
-that. Robots also want sub-pixel positions (a peak between two pixels should not jitter by a
-whole pixel from frame to frame) and a score to threshold on.
+METHOD §5 reads each keypoint as the argmax pixel centre; the evaluation protocol keeps that
+by default, and the reference's weighted average around the argmax is its alternative.
+Robots also want sub-pixel positions (a peak between two pixels should not jitter by a whole
+pixel from frame to frame) and a score to threshold on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from torch import Tensor
 
 from skp_core.gaussian import argmax_locations
 
-READOUTS = ("argmax", "subpixel")
+READOUTS = ("argmax", "subpixel", "weighted_avg")
+
+WEIGHTED_AVG_REFERENCE_SIZE = 512
+"""The reference's weighted-average distance is in pixels of a 512-pixel map; skp scales it with
+the map size, so the same setting covers the same share of the image at any resolution."""
 
 
 def peak_scores(maps: Tensor) -> Tensor:
@@ -81,12 +86,48 @@ def degenerate_maps(maps: Tensor, rel_tol: float = 1e-6) -> Tensor:
     return ~finite | no_peak
 
 
-def read_keypoints(maps: Tensor, readout: str = "argmax") -> tuple[Tensor, Tensor]:
-    """Locations [..., 2] (normalized x, y) and scores [...] of maps [..., H, W]."""
+def weighted_average_locations(maps: Tensor, distance: float = 5.0) -> Tensor:
+    """Normalized (x, y) [..., 2]: the centroid of each map near its argmax (the reference's
+    ``max_loc_strategy=weighted_avg``).
+
+    Values farther than ``distance`` map pixels from the argmax pixel are ignored (a negative
+    distance, the reference's -1, keeps the whole map); the rest weigh their pixel centres.
+    The input is not modified (the reference zeroes its argument in place).
+    """
+    height, width = maps.shape[-2:]
+    weights = maps.reshape(-1, height, width)
+    rows = torch.arange(height, device=maps.device, dtype=weights.dtype)
+    cols = torch.arange(width, device=maps.device, dtype=weights.dtype)
+    if distance >= 0:
+        index = weights.flatten(1).argmax(dim=-1)
+        peak_row = torch.div(index, width, rounding_mode="floor").to(weights.dtype)
+        peak_col = (index % width).to(weights.dtype)
+        dist = torch.sqrt(
+            (rows[None, :, None] - peak_row[:, None, None]) ** 2
+            + (cols[None, None, :] - peak_col[:, None, None]) ** 2
+        )
+        weights = torch.where(dist > distance, torch.zeros_like(weights), weights)
+    total = weights.sum(dim=(-2, -1)) + 1e-6  # the reference's guard against an empty map
+    y = (weights.sum(dim=-1) * rows).sum(dim=-1) / total
+    x = (weights.sum(dim=-2) * cols).sum(dim=-1) / total
+    xy = torch.stack(((x + 0.5) / width, (y + 0.5) / height), dim=-1)
+    return xy.reshape(*maps.shape[:-2], 2)
+
+
+def read_keypoints(
+    maps: Tensor, readout: str = "argmax", distance: float = 5.0
+) -> tuple[Tensor, Tensor]:
+    """Locations [..., 2] (normalized x, y) and scores [...] of maps [..., H, W].
+
+    ``distance`` (weighted_avg only) is in pixels of a 512-pixel map, scaled to these maps.
+    """
     if readout == "argmax":
         locations = argmax_locations(maps)
     elif readout == "subpixel":
         locations = subpixel_locations(maps)
+    elif readout == "weighted_avg":
+        scale = max(maps.shape[-2:]) / WEIGHTED_AVG_REFERENCE_SIZE
+        locations = weighted_average_locations(maps, distance * scale if distance >= 0 else -1)
     else:
         raise ValueError(f"unknown read-out {readout!r}; choose one of {READOUTS}")
     return locations, peak_scores(maps)

@@ -424,7 +424,7 @@ class KeypointNode(LifecycleNode):
                 include_identity=settings.include_identity_view,
                 view_space=settings.view_space or None,
                 max_batch=settings.max_batch or None,
-                readout=settings.readout,
+                readout=None if settings.readout == "bundle" else settings.readout,
                 seed=settings.seed,
             )
         except BundleError as exc:

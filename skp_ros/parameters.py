@@ -194,10 +194,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "readout",
         "subpixel",
-        "How a keypoint is read from its map: 'argmax' (the paper's pixel centre) or "
-        "'subpixel' (peak refined between pixels, less jitter).",
-        _one_of("argmax", "subpixel"),
-        constraints="argmax | subpixel",
+        "How a keypoint is read from its map: 'argmax' (the paper's pixel centre), "
+        "'subpixel' (peak refined between pixels, less jitter), 'weighted_avg' (the "
+        "reference's centroid near the argmax, radius from the bundle's max_loc_distance) or "
+        "'bundle' (the bundle's max_loc_strategy).",
+        _one_of("argmax", "subpixel", "weighted_avg", "bundle"),
+        constraints="argmax | subpixel | weighted_avg | bundle",
     ),
     ParamSpec(
         "seed",

@@ -37,6 +37,9 @@ def test_every_setting_has_a_check_and_the_defaults_pass() -> None:
         ({"top_k": 30, "num_candidates": 16}, "top_k (30) must not exceed num_candidates (16)"),
         ({"scale_min": 1.2, "scale_max": 1.0}, "need scale_min <= scale_max, got 1.2 and 1.0"),
         ({"colour": "red"}, "unknown settings: colour"),
+        ({"max_loc_strategy": "median"}, "max_loc_strategy must be one of ('argmax'"),
+        ({"max_loc_distance": -2.0}, "max_loc_distance must be >= -1.0"),
+        ({"max_loc_distance": -0.5}, "max_loc_distance must be >= 0, or -1 for the whole map"),
     ],
 )
 def test_bad_settings_are_named_with_their_values(values: dict, message: str) -> None:

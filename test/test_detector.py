@@ -10,7 +10,7 @@ from photos import photo
 from skp_core.backbone import load_backbone
 from skp_core.bundle import Bundle, BundleError, save_bundle
 from skp_core.config import default_config
-from skp_core.detector import KeypointDetector, normalized_to_pixels
+from skp_core.detector import KeypointDetector, normalized_to_pixels, to_image_tensor
 
 METHOD = default_config("tiny").with_overrides(
     image_size=64, feature_resolution=16, num_tokens=24, top_k=5, num_views=3
@@ -191,3 +191,33 @@ def test_degenerate_maps_on_hand_made_maps():
     )
     assert degenerate_maps(maps).tolist() == [False, True, True, True, False]
     assert degenerate_maps(maps[None]).shape == (1, 5)
+
+
+def test_bundle_read_out_is_honoured_and_the_default_unchanged():
+    backbone = load_backbone("tiny")
+    image = photo("astronaut")
+    old = tiny_bundle(backbone)
+    old.method = {k: v for k, v in old.method.items() if not k.startswith("max_loc")}
+    default = KeypointDetector(backbone, old)  # a bundle from before the option existed
+    try:
+        assert default.readout == "argmax"
+        maps = default.keypoint_maps(to_image_tensor(image)[None])
+        (det,) = default.detect(image, return_maps=True)
+    finally:
+        default.close()
+    from skp_core.gaussian import argmax_locations
+    from skp_core.readout import weighted_average_locations
+
+    assert np.array_equal(det.normalized, argmax_locations(maps)[0].double().numpy())
+    for distance in (5.0, -1.0):
+        bundle = tiny_bundle(backbone)
+        bundle.method.update(max_loc_strategy="weighted_avg", max_loc_distance=distance)
+        weighted = KeypointDetector(backbone, bundle)
+        try:
+            (got,) = weighted.detect(image)
+        finally:
+            weighted.close()
+        scaled = distance * METHOD.image_size / 512 if distance >= 0 else -1
+        expected = weighted_average_locations(maps, scaled)[0].double().numpy()
+        assert np.allclose(got.normalized, expected, atol=1e-6)
+        assert not np.array_equal(got.normalized, det.normalized)

@@ -124,6 +124,9 @@ def test_parameter_table_is_consistent():
     assert settings.input_qos_reliability == "best_effort"
     assert settings.output_qos_reliability == "reliable"
     assert check_value("device", "cuda:1") is None
+    assert (
+        check_value("readout", "weighted_avg") is None and check_value("readout", "bundle") is None
+    )
     assert "must be" in check_value("device", "gpu")
     assert "type int" in check_value("num_views", 2.0)
     assert "type bool" in check_value("lazy", 1)
