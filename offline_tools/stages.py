@@ -316,6 +316,7 @@ class TrainingRun:
                     "selection_images",
                     "num_candidates",
                     "top_k",
+                    "top_k_strategy",
                     "sigma",
                     "image_size",
                     "feature_resolution",
@@ -511,6 +512,7 @@ class TrainingRun:
                 batch_size=self.opts.batch_size,
                 seed=self.cfg.seed,
                 progress=self.progress,
+                top_k_strategy=self.cfg.top_k_strategy,
             )
         backbone = {"model": self.opts.model, "fingerprint": self.backbone.fingerprint}
         self._write_context(context, selected, counts, {"source": "optimize", "backbone": backbone})

@@ -51,6 +51,9 @@ METHOD_HELP: dict[str, str] = {
     "sigma": "Gaussian sigma in pixels of the feature map (§3)",
     "num_candidates": "Gaussian candidate tokens per image (§3)",
     "top_k": "keypoints: tokens kept by furthest point sampling and selection (§3, §4)",
+    "top_k_strategy": "candidate ranking before furthest point sampling: gaussian (KL to a "
+    "Gaussian at the argmax), entropy (lowest spatial-softmax entropy) or consistent (the "
+    "first num_candidates tokens) (§3, §4)",
     "equivariance_weight": "weight of the equivariance loss (§3)",
     "localization_weight": "weight of the localization (sharpening) loss (§3)",
     "rotation_deg": "random affine views: max rotation in degrees (§3, §5)",

@@ -1,8 +1,10 @@
-"""Gaussian candidate ranking (METHOD §3 step 2).
+"""Candidate ranking (METHOD §3 step 2): which tokens furthest point sampling chooses from.
 
 A token is a good keypoint candidate when its map, read as a distribution over space, looks
 like a single Gaussian blob centred at its own maximum. The score is ``KL(G || S)`` with ``S``
-the spatial softmax of the map and ``G`` the normalized Gaussian at the map's argmax.
+the spatial softmax of the map and ``G`` the normalized Gaussian at the map's argmax. The
+reference code's other ``top_k_strategy`` values are here too: ``entropy`` (lowest entropy of
+the spatial softmax first) and ``consistent`` (the first tokens, whatever their maps).
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from skp_core.gaussian import argmax_locations, gaussian_maps
 
 __all__ = [
     "GAUSSIAN_EPSILON",
+    "TOP_K_STRATEGIES",
+    "entropy_scores",
     "gaussian_kl_scores",
     "gaussian_kl_scores_reference",
+    "rank_candidates",
+    "rank_entropy_candidates",
     "rank_gaussian_candidates",
 ]
+
+TOP_K_STRATEGIES = ("gaussian", "entropy", "consistent")
 
 #: Added to the unnormalized Gaussian before normalizing it, as upstream, so log G is finite.
 GAUSSIAN_EPSILON = 1e-5
@@ -95,3 +103,34 @@ def rank_gaussian_candidates(maps: Tensor, num_candidates: int = 25, sigma: floa
     scores = gaussian_kl_scores(maps, sigma)
     order = torch.sort(scores, dim=-1, stable=True).indices
     return order[:, : min(num_candidates, maps.shape[1])]
+
+
+@torch.no_grad()
+def entropy_scores(maps: Tensor) -> Tensor:
+    """Entropy (nats) of each map's spatial softmax: scores [...] for maps [..., H, W]."""
+    log_p = F.log_softmax(maps.detach().to(_working_dtype(maps.dtype)).flatten(-2), dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+@torch.no_grad()
+def rank_entropy_candidates(maps: Tensor, num_candidates: int = 25) -> Tensor:
+    """Indices [B, num_candidates] of the tokens whose maps [B, T, H, W] have the lowest
+    entropy, lowest first; ties keep ascending token order."""
+    if maps.dim() != 4:
+        raise ValueError(f"maps must have shape [B, T, H, W], got {tuple(maps.shape)}")
+    order = torch.sort(entropy_scores(maps), dim=-1, stable=True).indices
+    return order[:, : min(num_candidates, maps.shape[1])]
+
+
+def rank_candidates(
+    maps: Tensor, num_candidates: int, sigma: float = 2.0, strategy: str = "gaussian"
+) -> Tensor:
+    """Candidates [B, num_candidates] of maps [B, T, H, W] by the reference's top_k_strategy."""
+    if strategy == "gaussian":
+        return rank_gaussian_candidates(maps, num_candidates, sigma)
+    if strategy == "entropy":
+        return rank_entropy_candidates(maps, num_candidates)
+    if strategy == "consistent":
+        count = min(num_candidates, maps.shape[1])
+        return torch.arange(count, device=maps.device).expand(maps.shape[0], count)
+    raise ValueError(f"top_k_strategy must be one of {TOP_K_STRATEGIES}, got {strategy!r}")

@@ -81,6 +81,11 @@ def _view_space(value: Any) -> str | None:
     return None if value in VIEW_SPACES else f"must be one of {VIEW_SPACES}, got {value!r}"
 
 
+def _top_k_strategy(value: Any) -> str | None:
+    choices = ("gaussian", "entropy", "consistent")
+    return None if value in choices else f"must be one of {choices}, got {value!r}"
+
+
 def _max_loc_strategy(value: Any) -> str | None:
     choices = ("argmax", "subpixel", "weighted_avg")
     return None if value in choices else f"must be one of {choices}, got {value!r}"
@@ -111,6 +116,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "sigma": _number(0.0, open_low=True),
     "num_candidates": _integer(1),
     "top_k": _integer(1),
+    "top_k_strategy": _top_k_strategy,
     "equivariance_weight": _number(0.0),
     "localization_weight": _number(0.0),
     "rotation_deg": _number(0.0, 180.0),
@@ -167,6 +173,9 @@ class MethodConfig:
     sigma: float = 2.0
     num_candidates: int = 25
     top_k: int = 10
+    top_k_strategy: str = "gaussian"
+    """Candidate ranking before FPS: gaussian (KL to a Gaussian, the reference's default),
+    entropy (lowest spatial-softmax entropy) or consistent (the first tokens)."""
     equivariance_weight: float = 1000.0
     localization_weight: float = 100.0
     rotation_deg: float = 15.0

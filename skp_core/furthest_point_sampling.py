@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from skp_core.candidates import rank_gaussian_candidates
+from skp_core.candidates import rank_candidates
 from skp_core.gaussian import argmax_locations
 
 __all__ = ["furthest_point_sampling", "select_keypoint_tokens", "spread_candidates"]
@@ -79,8 +79,10 @@ def select_keypoint_tokens(
     num_candidates: int = 25,
     top_k: int = 10,
     sigma: float = 2.0,
+    strategy: str = "gaussian",
 ) -> Tensor:
-    """Token indices [B, top_k]: Gaussian candidates of one map stack, spread by FPS on another.
+    """Token indices [B, top_k]: candidates of one map stack (ranked by ``strategy``, the
+    reference's top_k_strategy), spread by FPS on another.
 
     Candidates are ranked on ``maps_for_ranking`` [B, T, H, W]; FPS runs on the argmax
     locations (normalized x, y) of ``maps_for_locations`` [B, T, H', W'] at those tokens.
@@ -97,7 +99,7 @@ def select_keypoint_tokens(
             f"batch/token axes differ: {tuple(maps_for_ranking.shape[:2])} "
             f"vs {tuple(maps_for_locations.shape[:2])}"
         )
-    candidates = rank_gaussian_candidates(maps_for_ranking, num_candidates, sigma)
+    candidates = rank_candidates(maps_for_ranking, num_candidates, sigma, strategy)
     candidates = candidates.to(maps_for_locations.device)
     batch_index = torch.arange(candidates.shape[0], device=candidates.device).unsqueeze(1)
     picked = spread_candidates(candidates, maps_for_locations[batch_index, candidates], top_k)

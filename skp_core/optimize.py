@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from skp_core.affine import sample_affine, warp
 from skp_core.attention_maps import AttentionMapper
-from skp_core.candidates import rank_gaussian_candidates
+from skp_core.candidates import rank_candidates
 from skp_core.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from skp_core.config import MethodConfig
 from skp_core.furthest_point_sampling import spread_candidates
@@ -205,7 +205,7 @@ class TokenOptimizer:
         captured = self.mapper.capture(z_t, self.context)
         with torch.no_grad():
             full = captured.rows(0, n).maps()
-            candidates = rank_gaussian_candidates(full, cfg.num_candidates, cfg.sigma)
+            candidates = rank_candidates(full, cfg.num_candidates, cfg.sigma, cfg.top_k_strategy)
             candidate_maps = captured.rows(n, 2 * n).maps(candidates)
             picked = spread_candidates(candidates, candidate_maps, cfg.top_k)
             tokens = candidates.gather(1, picked)

@@ -17,10 +17,15 @@ from skp_core.progress import progress as progress_bar
 
 
 def count_token_selections(
-    maps: Tensor, num_candidates: int, top_k: int, sigma: float, num_tokens: int
+    maps: Tensor,
+    num_candidates: int,
+    top_k: int,
+    sigma: float,
+    num_tokens: int,
+    strategy: str = "gaussian",
 ) -> Tensor:
     """How often each token [num_tokens] is picked across a batch of maps [B, T, R, R]."""
-    picked = select_keypoint_tokens(maps, maps, num_candidates, top_k, sigma)
+    picked = select_keypoint_tokens(maps, maps, num_candidates, top_k, sigma, strategy)
     return torch.bincount(picked.flatten(), minlength=num_tokens)
 
 
@@ -43,6 +48,7 @@ def select_best_tokens(
     batch_size: int = 4,
     seed: int = 0,
     progress: bool = True,
+    top_k_strategy: str = "gaussian",
 ) -> tuple[Tensor, Tensor]:
     """(selected token indices [top_k], selection counts [T]) over random training images."""
     generator = torch.Generator().manual_seed(seed)
@@ -57,7 +63,8 @@ def select_best_tokens(
             mapper.backbone.device,
         )
         maps = mapper.maps(batch, context, generator)
-        counts += count_token_selections(maps, num_candidates, top_k, sigma, context.shape[0]).to(
-            counts.device
+        picked = count_token_selections(
+            maps, num_candidates, top_k, sigma, context.shape[0], top_k_strategy
         )
+        counts += picked.to(counts.device)
     return most_frequent_tokens(counts.cpu(), top_k), counts.cpu()

@@ -5,9 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
-from skp_core.candidates import gaussian_kl_scores, rank_gaussian_candidates
+from skp_core.candidates import (
+    entropy_scores,
+    gaussian_kl_scores,
+    rank_candidates,
+    rank_entropy_candidates,
+    rank_gaussian_candidates,
+)
 
 SIZE = 16
 SIGMA = 2.0
@@ -75,3 +82,37 @@ def test_ranking_batched_and_shift_invariant() -> None:
     assert ranked.dtype == torch.long
     # Softmax ignores per-map constants. Permuted entry: new tokens 0..3 are old 3, 2, 0, 1.
     assert ranked.tolist() == [[2, 1, 0, 3], [1, 3, 0, 2]]
+
+
+def test_entropy_ranking_on_maps_with_known_entropies():
+    """Spatial softmax of a 4 x 6 map: flat -> log 24; one value c above the rest -> known."""
+    h, w = 4, 6
+    flat = torch.zeros(h, w, dtype=torch.float64)
+    peaked = torch.zeros(h, w, dtype=torch.float64)
+    peaked[1, 4] = 3.0
+    two = torch.zeros(h, w, dtype=torch.float64)
+    two[0, 0] = two[3, 5] = 3.0
+    maps = torch.stack([flat, peaked, two])[None]  # [1, 3, 4, 6]
+
+    def expected(c: float, n_high: int) -> float:
+        z = n_high * math.exp(c) + (h * w - n_high)
+        p_high, p_low = math.exp(c) / z, 1 / z
+        return -(n_high * p_high * math.log(p_high) + (h * w - n_high) * p_low * math.log(p_low))
+
+    scores = entropy_scores(maps)[0]
+    assert scores.tolist() == pytest.approx(
+        [math.log(h * w), expected(3.0, 1), expected(3.0, 2)], abs=1e-12
+    )
+    # The softmax of raw map values (the reference's): two peaks at 3 concentrate more mass
+    # than one (2.19 < 2.37 nats), so that map ranks first.
+    assert rank_entropy_candidates(maps, 3).tolist() == [[2, 1, 0]]
+    assert rank_candidates(maps, 2, strategy="entropy").tolist() == [[2, 1]]
+    assert rank_candidates(maps.expand(2, -1, -1, -1), 2, strategy="consistent").tolist() == [
+        [0, 1],
+        [0, 1],
+    ]
+    assert torch.equal(
+        rank_candidates(maps, 3, sigma=1.0), rank_gaussian_candidates(maps, 3, sigma=1.0)
+    )
+    with pytest.raises(ValueError, match="top_k_strategy must be one of"):
+        rank_candidates(maps, 3, strategy="random")

@@ -114,3 +114,27 @@ def test_selection_is_deterministic_and_picks_distinct_tokens(mapper, images):
 def test_most_frequent_tokens_breaks_ties_by_index():
     counts = torch.tensor([3, 5, 5, 0, 3, 1])
     assert most_frequent_tokens(counts, 4).tolist() == [1, 2, 0, 4]
+
+
+def test_every_top_k_strategy_trains_and_selects(mapper, images):
+    """gaussian, entropy and consistent rank different candidates: different contexts."""
+    contexts = {}
+    for strategy in ("gaussian", "entropy", "consistent"):
+        cfg = _config(steps=2, top_k_strategy=strategy)
+        contexts[strategy] = TokenOptimizer(mapper, images, cfg, progress=False).run().context
+        selected, counts = select_best_tokens(
+            mapper,
+            images,
+            contexts[strategy],
+            num_images=3,
+            num_candidates=cfg.num_candidates,
+            top_k=cfg.top_k,
+            sigma=cfg.sigma,
+            progress=False,
+            top_k_strategy=strategy,
+        )
+        assert len(set(selected.tolist())) == cfg.top_k and int(counts.sum()) == 3 * cfg.top_k
+        if strategy == "consistent":  # only the first num_candidates tokens can be chosen
+            assert int(counts[cfg.num_candidates :].sum()) == 0
+    assert not torch.equal(contexts["gaussian"], contexts["entropy"])
+    assert not torch.equal(contexts["gaussian"], contexts["consistent"])
