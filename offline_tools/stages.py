@@ -318,6 +318,7 @@ class TrainingRun:
                     "top_k",
                     "top_k_strategy",
                     "sigma",
+                    "selection_sigma",
                     "image_size",
                     "feature_resolution",
                     "layers",
@@ -508,7 +509,9 @@ class TrainingRun:
                 num_images=self.cfg.selection_images,
                 num_candidates=self.cfg.num_candidates,
                 top_k=self.cfg.top_k,
-                sigma=self.cfg.sigma,
+                sigma=self.cfg.sigma
+                if self.cfg.selection_sigma is None
+                else self.cfg.selection_sigma,
                 batch_size=self.opts.batch_size,
                 seed=self.cfg.seed,
                 progress=self.progress,

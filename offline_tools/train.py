@@ -31,7 +31,7 @@ import yaml
 from offline_tools.datasets import list_datasets
 from offline_tools.run_layout import STAGES, RunOptions, RunPaths, StageError, applicable_stages
 from skp_core.atomic_files import atomic_write_text
-from skp_core.config import MethodConfig, default_config
+from skp_core.config import PRESETS, MethodConfig, default_config
 
 if TYPE_CHECKING:  # torch, diffusers and the stage code load only once a run starts
     from offline_tools.distributed import Distributed
@@ -64,6 +64,7 @@ METHOD_HELP: dict[str, str] = {
     "feature_resolution": "attention maps are upsampled to this resolution (§2)",
     "layers": "captured cross-attention layers, comma separated (§2)",
     "selection_images": "training images counted by the token selection (§4)",
+    "selection_sigma": "Gaussian sigma of the selection's candidate ranking (default: sigma)",
     "num_views": "test-time augmentation views per image (§5)",
     "include_identity_view": "make view 0 the un-warped image (upstream: no) (§5)",
     "view_space": "image (exact, §5) or latent: encode once and warp the latent per view "
@@ -151,9 +152,12 @@ def _converter(kind: type) -> Any:
     return {bool: _bool, int: _int, float: float, str: str, tuple: _names}[kind]
 
 
+_OPTIONAL_FLOATS = frozenset({"selection_sigma"})  # None by default: "same as another field"
+
+
 def method_type(name: str) -> type:
     """Python type of a MethodConfig field, from its default value."""
-    return type(getattr(METHOD_DEFAULTS, name))
+    return float if name in _OPTIONAL_FLOATS else type(getattr(METHOD_DEFAULTS, name))
 
 
 def convert(name: str, value: Any) -> Any:
@@ -162,6 +166,8 @@ def convert(name: str, value: Any) -> Any:
         return (
             None if value is None else (str(value) if name in ("dataset", "model") else Path(value))
         )
+    if name == "preset":
+        return str(value)
     kind = RUN_TYPES.get(name) or method_type(name)
     try:
         return _converter(kind)(value)
@@ -200,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, help="run directory (created; reruns resume in it)")
     run.add_argument("--config", type=Path, help="YAML file with any of these settings")
+    run.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="start from a named set of method settings (colab: the authors' notebook); "
+        "flags and YAML still override it",
+    )
     run.add_argument(
         "--stages",
         type=stage_list,
@@ -300,6 +312,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
         else:
             flat[str(key).replace("-", "_")] = value
     known = set(LOCATION_KEYS) | set(RUN_DEFAULTS) | {f.name for f in fields(MethodConfig)}
+    known.add("preset")
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
@@ -350,6 +363,12 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         base = MethodConfig.from_dict(known)
     else:
         base = default_config(model)
+    if merged.get("preset"):
+        if merged["preset"] not in PRESETS:
+            raise ConfigError(
+                f"unknown preset {merged['preset']!r}; choose one of {', '.join(sorted(PRESETS))}"
+            )
+        base = base.with_overrides(**PRESETS[merged["preset"]])
     method_yaml = {k: v for k, v in from_yaml.items() if k in method_names}
     method_cli = {k: v for k, v in cli.items() if k in method_names}
     try:

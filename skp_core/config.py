@@ -98,6 +98,10 @@ def _max_loc_distance(value: Any) -> str | None:
     return problem
 
 
+def _optional_sigma(value: Any) -> str | None:
+    return None if value is None else _number(0.0, open_low=True)(value)
+
+
 def _layers(value: Any) -> str | None:
     if not isinstance(value, list | tuple) or not value:
         return f"must be a non-empty list of layer names, got {value!r}"
@@ -127,6 +131,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "feature_resolution": _integer(1, MAX_IMAGE_SIZE),
     "layers": _layers,
     "selection_images": _integer(1),
+    "selection_sigma": _optional_sigma,
     "num_views": _integer(1, MAX_NUM_VIEWS),
     "include_identity_view": _boolean,
     "view_space": _view_space,
@@ -186,6 +191,9 @@ class MethodConfig:
     feature_resolution: int = 128
     layers: tuple[str, ...] = DEFAULT_CAPTURE_LAYERS
     selection_images: int = 100
+    selection_sigma: float | None = None
+    """Gaussian sigma of the candidate ranking in token selection; None: ``sigma`` (the
+    reference's main code; its notebook selects with 3 after optimizing with 1)."""
     num_views: int = 10
     include_identity_view: bool = False
     view_space: str = "image"
@@ -238,6 +246,28 @@ TINY_OVERRIDES: dict[str, Any] = {
     "selection_images": 16,
     "num_views": 4,
 }
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The authors' Colab notebook (StableKeypoints.ipynb), where many users start: few
+    # tokens, one image per step, a sharp Gaussian for optimization and a wide one (its
+    # find_best_indices default) for selection, milder augmentation.
+    "colab": {
+        "num_tokens": 100,
+        "num_candidates": 10,
+        "top_k": 10,
+        "images_per_step": 1,
+        "sigma": 1.0,
+        "selection_sigma": 3.0,
+        "equivariance_weight": 100.0,
+        "localization_weight": 100.0,
+        "rotation_deg": 30.0,
+        "scale_min": 0.9,
+        "scale_max": 1.1,
+        "translation": 0.1,
+    },
+}
+"""Named sets of method settings (skp-train --preset); explicit flags and YAML override them."""
 
 
 def default_config(model: str) -> MethodConfig:

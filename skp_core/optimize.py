@@ -43,6 +43,7 @@ RESUME_FREE_SETTINGS = frozenset(
     {
         "steps",
         "selection_images",
+        "selection_sigma",
         "num_views",
         "include_identity_view",
         "view_space",

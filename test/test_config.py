@@ -37,6 +37,8 @@ def test_every_setting_has_a_check_and_the_defaults_pass() -> None:
         ({"top_k": 30, "num_candidates": 16}, "top_k (30) must not exceed num_candidates (16)"),
         ({"scale_min": 1.2, "scale_max": 1.0}, "need scale_min <= scale_max, got 1.2 and 1.0"),
         ({"colour": "red"}, "unknown settings: colour"),
+        ({"selection_sigma": 0.0}, "selection_sigma must be > 0.0, got 0.0"),
+        ({"top_k_strategy": "random"}, "top_k_strategy must be one of ('gaussian'"),
         ({"max_loc_strategy": "median"}, "max_loc_strategy must be one of ('argmax'"),
         ({"max_loc_distance": -2.0}, "max_loc_distance must be >= -1.0"),
         ({"max_loc_distance": -0.5}, "max_loc_distance must be >= 0, or -1 for the whole map"),
@@ -52,5 +54,6 @@ def test_a_subset_is_checked_alone() -> None:
     """A bundle may hold only some settings: relations need both sides given."""
     assert settings_problem({"top_k": 30}) is None
     assert settings_problem({"num_views": 10, "view_space": "latent"}) is None
+    assert settings_problem({"selection_sigma": None}) is None
     with pytest.raises(ValueError, match="top_k"):
         default_config("tiny").with_overrides(top_k=99).validate()

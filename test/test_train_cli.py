@@ -319,6 +319,28 @@ def test_bundle_that_cannot_run_fails_before_any_stage(
     assert not (out / "stages.json").exists()
 
 
+def test_colab_preset_gives_the_notebooks_values_and_yields_to_flags(tmp_path):
+    base = ["--dataset", "custom", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")]
+    base += ["--model", "sd-legacy/stable-diffusion-v1-5"]
+    cfg = resolve_settings(build_parser().parse_args([*base, "--preset", "colab"])).config
+    assert (cfg.num_tokens, cfg.num_candidates, cfg.top_k, cfg.images_per_step) == (100, 10, 10, 1)
+    assert (cfg.sigma, cfg.selection_sigma, cfg.equivariance_weight) == (1.0, 3.0, 100.0)
+    assert (cfg.rotation_deg, cfg.scale_min, cfg.scale_max, cfg.translation) == (
+        30.0,
+        0.9,
+        1.1,
+        0.1,
+    )
+    assert cfg.lr == 5e-3 and cfg.top_k_strategy == "gaussian"  # the rest: reference defaults
+    flags = ["--preset", "colab", "--num-tokens", "50", "--selection-sigma", "2.5"]
+    cfg = resolve_settings(build_parser().parse_args([*base, *flags])).config
+    assert cfg.num_tokens == 50 and cfg.selection_sigma == 2.5 and cfg.top_k == 10
+    config = tmp_path / "preset.yaml"
+    config.write_text(yaml.safe_dump({"preset": "colab", "top_k": 4}))
+    cfg = resolve_settings(build_parser().parse_args([*base, "--config", str(config)])).config
+    assert cfg.num_tokens == 100 and cfg.top_k == 4
+
+
 def test_yaml_precedence(tmp_path):
     config = tmp_path / "settings.yaml"
     config.write_text(
