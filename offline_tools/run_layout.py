@@ -50,6 +50,8 @@ class RunOptions:
     report_images: int = 6
     precompute_chunk: int = 500
     progress: bool = True
+    validation: bool = False
+    max_len: int | None = None
 
 
 class RunPaths:

@@ -210,6 +210,7 @@ class TrainingRun:
                     seed=self.cfg.seed,
                     augment=augment,
                     allow_pickle=self.opts.allow_pickle,
+                    validation=self.opts.validation,
                 )
             for message in {str(w.message) for w in caught} - self._warned:
                 self._warned.add(message)
@@ -325,7 +326,7 @@ class TrainingRun:
                     "seed",
                 ),
                 "batch_size": self.opts.batch_size,
-                "dataset": [self.opts.dataset, str(Path(self.opts.data_root).resolve())],
+                "dataset": self._data_identity(),
             }
         )
 
@@ -349,7 +350,7 @@ class TrainingRun:
                     "translation",
                 ),
                 "model": [self.opts.model, self.opts.dtype],
-                "dataset": [self.opts.dataset, str(Path(self.opts.data_root).resolve()), split],
+                "dataset": self._data_identity(split),
                 "limit": self._limit(split),
             }
         )
@@ -432,8 +433,16 @@ class TrainingRun:
         return bool(self.dist.broadcast(value))
 
     # -- optimize ------------------------------------------------------------------------------
+    def _data_identity(self, *extra: str) -> list[Any]:
+        """What the stage reads: dataset, root, split choice (and the split asked for)."""
+        root = str(Path(self.opts.data_root).resolve())
+        return [self.opts.dataset, root, *extra] + (["validation"] if self.opts.validation else [])
+
     def _optimize_identity(self) -> str:
-        return _key({"dataset": self.opts.dataset})
+        identity: dict[str, Any] = {"dataset": self.opts.dataset}
+        if self.opts.validation or self.opts.max_len is not None:  # older runs keep their key
+            identity.update(validation=self.opts.validation, max_len=self.opts.max_len)
+        return _key(identity)
 
     def _optimize_done(self) -> bool:
         if not has_checkpoint(self.paths.checkpoints):
@@ -462,6 +471,9 @@ class TrainingRun:
         start = time.perf_counter()
         self.mark_started("optimize", self._optimize_identity())  # claims the checkpoints
         images = self.dataset("train", augment=self.opts.augment)
+        if self.opts.max_len is not None and self.opts.max_len < len(images):
+            # The reference's --max_len: the first N training images (selection sees all).
+            images = torch.utils.data.Subset(images, range(self.opts.max_len))
         self.log(f"optimize: {len(images)} training images, {self.cfg.steps} steps")
         resumed_at: int | None = None
         with self.mapper() as mapper:

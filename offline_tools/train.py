@@ -89,6 +89,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "report_images": 6,
     "precompute_chunk": 500,
     "progress": True,
+    "validation": False,
+    "max_len": -1,
 }
 RUN_TYPES: dict[str, type] = {
     "device": str,
@@ -102,6 +104,8 @@ RUN_TYPES: dict[str, type] = {
     "report_images": int,
     "precompute_chunk": int,
     "progress": bool,
+    "validation": bool,
+    "max_len": int,
 }
 # Where the data and results are; settable on the CLI or in the YAML file.
 LOCATION_KEYS: tuple[str, ...] = ("dataset", "data_root", "model", "out", "bundle")
@@ -259,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset augmentation of training images (default: yes)",
     )
     run.add_argument(
+        "--validation",
+        action=argparse.BooleanOptionalAction,
+        help="human3.6m: the reference's validation split (train on S1, S5-S8, test on S9), "
+        "to tune settings without touching the test subject (default: no)",
+    )
+    run.add_argument(
+        "--max-len",
+        type=int,
+        help="optimize on the first N training images only, as the reference's --max_len "
+        "(selection still sees the whole split; default: -1, all)",
+    )
+    run.add_argument(
         "--report-images", type=int, help="sample images drawn in the report (default: 6)"
     )
     run.add_argument(
@@ -381,6 +397,13 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     for name in ("batch_size", "checkpoint_every", "report_images", "precompute_chunk"):
         if run[name] < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {run[name]}")
+    if run["max_len"] != -1 and run["max_len"] < 1:
+        raise ConfigError(f"--max-len must be -1 (all images) or at least 1, got {run['max_len']}")
+    if run["validation"] and merged["dataset"] != "human3.6m":
+        raise ConfigError(
+            f"--validation is the reference's Human3.6M split; dataset {merged['dataset']!r} "
+            "has none"
+        )
     if run["num_workers"] < 0 or run["max_regression_images"] < 1:
         raise ConfigError(
             "--num-workers must be >= 0 and --max-regression-images >= 1, got "
@@ -403,6 +426,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         report_images=int(run["report_images"]),
         precompute_chunk=int(run["precompute_chunk"]),
         progress=bool(run["progress"]),
+        validation=bool(run["validation"]),
+        max_len=None if int(run["max_len"]) == -1 else int(run["max_len"]),
     )
     if options.dataset not in list_datasets():
         raise ConfigError(f"unknown dataset {options.dataset!r}; choose from {list_datasets()}")

@@ -427,3 +427,20 @@ def test_read_image_refuses_a_bomb_before_decoding(fixtures: dict[str, Path]) ->
         DatasetError, match=r"refused image .*bomb\.jpg: its header says 16000x16000"
     ):
         read_image(fixtures["custom"] / "bomb.jpg", "custom")
+
+
+def test_human36m_validation_split_holds_out_s9(fixtures: dict[str, Path]) -> None:
+    root = fixtures["human3.6m"]
+
+    def subjects(split: str, validation: bool) -> set[str]:
+        ds = load_dataset("human3.6m", root, split, image_size=SIZE, validation=validation)
+        return {Path(ds[i]["path"]).relative_to(root).parts[0] for i in range(len(ds))}
+
+    assert subjects("train", False) == {"S1", "S5", "S6", "S7", "S8", "S9"}
+    assert subjects("test", False) == {"S11"}
+    assert subjects("train", True) == subjects("regression", True) == {"S1", "S5", "S6", "S7", "S8"}
+    assert subjects("test", True) == {"S9"}
+    with pytest.raises(DatasetError, match="no validation split"):
+        load_dataset(
+            "unaligned_human3.6m", fixtures["unaligned_human3.6m"], "test", validation=True
+        )

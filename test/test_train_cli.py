@@ -468,3 +468,28 @@ def test_precompute_resumes_after_a_crash(celeba_run, data, tmp_path, capsys):
         ours = load_file(out / f"keypoints_{split}.safetensors")
         reference = load_file(celeba_run / f"keypoints_{split}.safetensors")
         assert all(torch.equal(ours[k], reference[k]) for k in reference)
+
+
+def test_max_len_caps_the_optimization_set_and_validation_is_human36m_only(data, tmp_path, capsys):
+    root = data("celeba_aligned")
+    out = tmp_path / "capped"
+    assert train("celeba_aligned", root, out, "--stages", "optimize", "--max-len", "2") == 0
+    assert "optimize: 2 training images" in capsys.readouterr().err
+    again = tmp_path / "capped_yaml"
+    assert (
+        train(
+            "celeba_aligned",
+            root,
+            again,
+            "--stages",
+            "optimize",
+            "--config",
+            str(out / "config.yaml"),
+        )
+        == 0
+    )
+    assert "optimize: 2 training images" in capsys.readouterr().err  # config.yaml keeps it
+    assert train("celeba_aligned", root, tmp_path / "bad", "--max-len", "0") == 2
+    assert "--max-len must be -1 (all images) or at least 1, got 0" in capsys.readouterr().err
+    assert train("celeba_aligned", root, tmp_path / "v", "--validation") == 2
+    assert "--validation is the reference's Human3.6M split" in capsys.readouterr().err

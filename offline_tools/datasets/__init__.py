@@ -91,6 +91,7 @@ def load_dataset(
     seed: int = 0,
     augment: bool = False,
     allow_pickle: bool = False,
+    validation: bool = False,
 ) -> KeypointDataset:
     """Build dataset `name` from its layout under `root` for `split`.
 
@@ -113,4 +114,5 @@ def load_dataset(
         augment=augment,
         allow_pickle=allow_pickle,
         name=name,
+        validation=validation,
     )

@@ -224,6 +224,8 @@ class KeypointDataset(Dataset):
     metric: ClassVar[str | None] = None
     # Left/right relabelling after a horizontal mirror (an involution), where defined.
     flip_permutation: ClassVar[tuple[int, ...] | None] = None
+    # Has the reference's held-out validation split (``validation=True``).
+    has_validation_split: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -235,7 +237,13 @@ class KeypointDataset(Dataset):
         augment: bool = False,
         allow_pickle: bool = False,
         name: str | None = None,
+        validation: bool = False,
     ) -> None:
+        if validation and not self.has_validation_split:
+            raise DatasetError(
+                f"{name or self.default_name}: has no validation split (the reference code's "
+                f"--validation exists for human3.6m only)"
+            )
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if int(image_size) < 1:
@@ -249,6 +257,7 @@ class KeypointDataset(Dataset):
         self.seed = int(seed)
         self.augment = bool(augment)
         self.allow_pickle = bool(allow_pickle)
+        self.validation = bool(validation)
         self.epoch = 0
         self.has_keypoints = True
         expect_dir(self.root, self.name, "dataset root")

@@ -2,7 +2,8 @@
 
 Both use actions Directions, Discussion, Posing, Waiting, Greeting, Walking (a folder is used
 when its name starts with one of them, as upstream: "Walking" therefore also takes
-"WalkingDog"); "train" and "regression" = subjects S1, S5, S6, S7, S8, S9; "test" = S11. Files
+"WalkingDog"); "train" and "regression" = subjects S1, S5, S6, S7, S8, S9; "test" = S11
+(human3.6m with ``validation``, the reference's --validation: S1, S5, S6, S7, S8 / S9). Files
 are listed in sorted order (upstream: os.listdir order), so every split is deterministic.
 
 human3.6m layout (Zhang et al.'s simplified release), under the dataset root:
@@ -62,6 +63,8 @@ __all__ = [
     "H36M_ACTIONS",
     "H36M_TEST_SUBJECTS",
     "H36M_TRAIN_SUBJECTS",
+    "H36M_VALIDATION_SUBJECTS",
+    "H36M_VALIDATION_TRAIN_SUBJECTS",
     "Human36M",
     "UnalignedHuman36M",
     "pose_crop_box",
@@ -77,13 +80,19 @@ H36M_ACTIONS: tuple[str, ...] = (
 )
 H36M_TRAIN_SUBJECTS: tuple[int, ...] = (1, 5, 6, 7, 8, 9)
 H36M_TEST_SUBJECTS: tuple[int, ...] = (11,)
+H36M_VALIDATION_TRAIN_SUBJECTS: tuple[int, ...] = (1, 5, 6, 7, 8)
+H36M_VALIDATION_SUBJECTS: tuple[int, ...] = (9,)
 CROP_MARGIN = 100
 CROP_JITTER = 100
 _PIXEL_UNITS_ABOVE = 2.0
 _FRAME_NAME = re.compile(r"img_(\d+)$")
 
 
-def _subjects(split: str) -> tuple[int, ...]:
+def _subjects(split: str, validation: bool = False) -> tuple[int, ...]:
+    """The reference's subjects; ``validation`` holds S9 out of training and tests on it, so
+    hyper-parameters can be searched without touching the test subject S11."""
+    if validation:
+        return H36M_VALIDATION_SUBJECTS if split == "test" else H36M_VALIDATION_TRAIN_SUBJECTS
     return H36M_TEST_SUBJECTS if split == "test" else H36M_TRAIN_SUBJECTS
 
 
@@ -141,11 +150,13 @@ def _read_mask(path: Path, dataset: str) -> np.ndarray:
 class Human36M(_H36MBase):
     """human3.6m: aligned frames times their foreground mask."""
 
+    has_validation_split: ClassVar[bool] = True
+
     default_name = "human3.6m"
 
     def _build(self) -> int:
         self._frames: list[tuple[Path, Path, Path]] = []
-        for subject in _subjects(self.split):
+        for subject in _subjects(self.split, self.validation):
             base = self.root / f"S{subject}"
             frames_dir = expect_dir(base / "WithBackground", self.name, f"S{subject} frames")
             for folder in _action_folders(frames_dir):
