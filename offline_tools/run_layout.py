@@ -52,6 +52,7 @@ class RunOptions:
     progress: bool = True
     validation: bool = False
     max_len: int | None = None
+    log_to: str | None = None
 
 
 class RunPaths:

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from offline_tools.datasets import KeypointDataset, load_dataset
 from offline_tools.distributed import Distributed
+from offline_tools.experiment_log import ExperimentLog
 from offline_tools.run_layout import (
     CUSTOM_STAGES,
     PRECOMPUTE_SPLITS,
@@ -179,6 +180,7 @@ class TrainingRun:
         self._datasets: dict[tuple[str, bool], KeypointDataset] = {}
         self._warned: set[str] = set()
         self.result = RunResult()
+        self._experiment: ExperimentLog | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     @property
@@ -196,6 +198,14 @@ class TrainingRun:
                 self.opts.model, device=self.opts.device, dtype=self.opts.dtype
             )
         return self._backbone
+
+    @property
+    def experiment(self) -> ExperimentLog:
+        """The --log-to logger (rank 0 only; the others and no --log-to log nothing)."""
+        if self._experiment is None:
+            target = self.opts.log_to if self.dist.is_main else None
+            self._experiment = ExperimentLog(target, self.paths.root / "logs", self.cfg.to_dict())
+        return self._experiment
 
     def dataset(self, split: str, augment: bool = False) -> KeypointDataset:
         key = (split, augment)
@@ -404,18 +414,22 @@ class TrainingRun:
         if self.dist.is_main:
             self.paths.root.mkdir(parents=True, exist_ok=True)
         self.dist.barrier()
-        for stage in STAGES:
-            if stage not in stages:
-                continue
-            if stage == "report":
-                self._maybe_write_bundle()
-            start = time.perf_counter()
-            ran = getattr(self, f"stage_{stage}")(stage in forced)
-            elapsed = time.perf_counter() - start
-            self.result.records[stage] = StageRecord(
-                "ran" if ran else "skipped", elapsed, "" if ran else "up to date"
-            )
-            self.dist.barrier()
+        try:
+            for stage in STAGES:
+                if stage not in stages:
+                    continue
+                if stage == "report":
+                    self._maybe_write_bundle()
+                start = time.perf_counter()
+                ran = getattr(self, f"stage_{stage}")(stage in forced)
+                elapsed = time.perf_counter() - start
+                self.result.records[stage] = StageRecord(
+                    "ran" if ran else "skipped", elapsed, "" if ran else "up to date"
+                )
+                self.dist.barrier()
+        finally:
+            if self._experiment is not None:
+                self._experiment.close()
         if "report" not in stages:
             self._maybe_write_bundle()
         self.dist.barrier()
@@ -490,7 +504,12 @@ class TrainingRun:
                 if optimizer.try_resume():
                     resumed_at = optimizer.step
                     self.log(f"optimize: {optimizer.resume_message()}")
-                optimizer.run()
+                log = self.experiment
+                optimizer.run(
+                    on_step=(lambda r: log.scalars("optimize", r, int(r["step"])))
+                    if log.enabled
+                    else None
+                )
             except OptimizationError as error:
                 if "other settings" in str(error):
                     raise OptimizationError(
@@ -531,6 +550,7 @@ class TrainingRun:
             )
         backbone = {"model": self.opts.model, "fingerprint": self.backbone.fingerprint}
         self._write_context(context, selected, counts, {"source": "optimize", "backbone": backbone})
+        self.experiment.selection_counts(counts, selected, self.cfg.steps)
         write_json(
             self.paths.selection,
             {
@@ -775,6 +795,7 @@ class TrainingRun:
             regressor=info,
         )
         write_json(self.paths.metrics, metrics)
+        self.experiment.scalars("metrics", metrics, self.cfg.steps)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["index", "path", scores["metric"]])

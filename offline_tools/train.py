@@ -91,6 +91,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "progress": True,
     "validation": False,
     "max_len": -1,
+    "log_to": "",
 }
 RUN_TYPES: dict[str, type] = {
     "device": str,
@@ -106,6 +107,7 @@ RUN_TYPES: dict[str, type] = {
     "progress": bool,
     "validation": bool,
     "max_len": int,
+    "log_to": str,
 }
 # Where the data and results are; settable on the CLI or in the YAML file.
 LOCATION_KEYS: tuple[str, ...] = ("dataset", "data_root", "model", "out", "bundle")
@@ -275,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(selection still sees the whole split; default: -1, all)",
     )
     run.add_argument(
+        "--log-to",
+        choices=("tensorboard", "wandb"),
+        help="also log the loss terms, selection counts and metrics to TensorBoard (event "
+        "files in RUN_DIR/logs) or Weights & Biases (its package must be installed; "
+        "WANDB_MODE=offline works without network); default: neither",
+    )
+    run.add_argument(
         "--report-images", type=int, help="sample images drawn in the report (default: 6)"
     )
     run.add_argument(
@@ -428,7 +437,10 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         progress=bool(run["progress"]),
         validation=bool(run["validation"]),
         max_len=None if int(run["max_len"]) == -1 else int(run["max_len"]),
+        log_to=str(run["log_to"]) or None,
     )
+    if options.log_to not in (None, "tensorboard", "wandb"):
+        raise ConfigError(f"log_to must be tensorboard or wandb, got {options.log_to!r}")
     if options.dataset not in list_datasets():
         raise ConfigError(f"unknown dataset {options.dataset!r}; choose from {list_datasets()}")
 
@@ -527,6 +539,7 @@ def _preflight(run: TrainingRun, stages: Sequence[str], bundle: Bundle | None) -
         run.backbone  # noqa: B018 -- a missing or broken model fails before any stage starts
     if bundle is not None:
         run.check_bundle(bundle)
+    run.experiment  # noqa: B018 -- a --log-to package that is missing fails now
 
 
 def run_training(settings: Settings, dist: Distributed) -> RunResult:
@@ -551,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help and argument errors end here, instantly
     from offline_tools.datasets.base import DatasetError
     from offline_tools.distributed import Distributed, init_distributed
+    from offline_tools.experiment_log import ExperimentLogError
     from skp_core.backbone import BackboneError
     from skp_core.bundle import BundleError
     from skp_core.checkpoint import CheckpointError
@@ -566,7 +580,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if dist.is_main:
             print(_summary(settings, result, time.perf_counter() - start), flush=True)
         return 0
-    except (ConfigError, StageError, DatasetError, BackboneError, BundleError) as error:
+    except (
+        ConfigError,
+        StageError,
+        DatasetError,
+        BackboneError,
+        BundleError,
+        ExperimentLogError,
+    ) as error:
         return _error(str(error), 2)
     except (OptimizationError, CheckpointError) as error:
         return _error(str(error), 1)

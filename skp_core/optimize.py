@@ -283,8 +283,15 @@ class TokenOptimizer:
         self.history.append(record)
         return record
 
-    def run(self, steps: int | None = None) -> OptimizationResult:
-        """Run up to `steps` (default: config.steps) total steps, resuming if possible."""
+    def run(
+        self,
+        steps: int | None = None,
+        on_step: Callable[[dict[str, float]], object] | None = None,
+    ) -> OptimizationResult:
+        """Run up to `steps` (default: config.steps) total steps, resuming if possible.
+
+        ``on_step`` sees each step's record (step, loss and its terms), e.g. for a logger.
+        """
         total = self.config.steps if steps is None else steps
         if not self._resume_tried and self.try_resume() and self.progress:
             tqdm.write(self.resume_message(total), file=sys.stderr)  # beside the progress
@@ -299,6 +306,8 @@ class TokenOptimizer:
         try:
             while self.step < total:
                 record = self.train_step()
+                if on_step is not None:
+                    on_step(record)
                 bar.set_postfix(
                     loss=f"{record['loss']:.4g}",
                     equi=f"{record['equivariance']:.3g}",

@@ -7,6 +7,7 @@ still exercise every stage: 64 px images, 16x16 maps, 24 tokens, 3 steps, 4 keyp
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -493,3 +494,33 @@ def test_max_len_caps_the_optimization_set_and_validation_is_human36m_only(data,
     assert "--max-len must be -1 (all images) or at least 1, got 0" in capsys.readouterr().err
     assert train("celeba_aligned", root, tmp_path / "v", "--validation") == 2
     assert "--validation is the reference's Human3.6M split" in capsys.readouterr().err
+
+
+def test_log_to_tensorboard_and_wandb(data, tmp_path, capsys, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root = data("celeba_aligned")
+    out = tmp_path / "logged"
+    stages = ["--stages", "optimize,select", "--log-to", "tensorboard"]
+    assert train("celeba_aligned", root, out, *stages) == 0
+    events = EventAccumulator(str(out / "logs" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("optimize/loss")] == [1, 2, 3]
+    assert {"optimize/equivariance", "optimize/localization"} <= set(tags)
+    counts = [t for t in tags if t.startswith("select/count/keypoint")]
+    assert len(counts) == 4  # one per selected token
+    checkpoint = load_checkpoint(out / "checkpoints")[1]
+    logged = [e.value for e in events.Scalars("optimize/loss")]
+    assert logged == pytest.approx([h["loss"] for h in checkpoint["history"]])
+
+    capsys.readouterr()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    other = tmp_path / "wandb"
+    code = train("celeba_aligned", root, other, "--stages", "optimize", "--log-to", "wandb")
+    if importlib.util.find_spec("wandb") is None:
+        assert code == 2
+        assert "--log-to wandb needs the wandb package" in capsys.readouterr().err
+        assert not (other / "checkpoints").exists()  # refused before any stage
+    else:
+        assert code == 0 and any((other / "logs").rglob("*.wandb"))
