@@ -114,8 +114,10 @@ def entropy_scores(maps: Tensor) -> Tensor:
 
 @torch.no_grad()
 def rank_entropy_candidates(maps: Tensor, num_candidates: int = 25) -> Tensor:
-    """Indices [B, num_candidates] of the tokens whose maps [B, T, H, W] have the lowest
-    entropy, lowest first; ties keep ascending token order."""
+    """Indices [B, num_candidates] of the tokens whose maps [B, T, H, W] have the lowest entropy.
+
+    Lowest first; ties keep ascending token order.
+    """
     if maps.dim() != 4:
         raise ValueError(f"maps must have shape [B, T, H, W], got {tuple(maps.shape)}")
     order = torch.sort(entropy_scores(maps), dim=-1, stable=True).indices

@@ -81,8 +81,9 @@ def select_keypoint_tokens(
     sigma: float = 2.0,
     strategy: str = "gaussian",
 ) -> Tensor:
-    """Token indices [B, top_k]: candidates of one map stack (ranked by ``strategy``, the
-    reference's top_k_strategy), spread by FPS on another.
+    """Token indices [B, top_k]: candidates of one map stack, spread by FPS on another.
+
+    Candidates are ranked by ``strategy`` (the reference's top_k_strategy, default gaussian).
 
     Candidates are ranked on ``maps_for_ranking`` [B, T, H, W]; FPS runs on the argmax
     locations (normalized x, y) of ``maps_for_locations`` [B, T, H', W'] at those tokens.

@@ -87,9 +87,9 @@ def degenerate_maps(maps: Tensor, rel_tol: float = 1e-6) -> Tensor:
 
 
 def weighted_average_locations(maps: Tensor, distance: float = 5.0) -> Tensor:
-    """Normalized (x, y) [..., 2]: the centroid of each map near its argmax (the reference's
-    ``max_loc_strategy=weighted_avg``).
+    """Normalized (x, y) [..., 2]: the centroid of each map near its argmax.
 
+    The reference's ``max_loc_strategy=weighted_avg``:
     Values farther than ``distance`` map pixels from the argmax pixel are ignored (a negative
     distance, the reference's -1, keeps the whole map); the rest weigh their pixel centres.
     The input is not modified (the reference zeroes its argument in place).

@@ -32,8 +32,11 @@ def sweep_matrix(
     period: int = 90,
     amplitude: float = 0.12,
 ) -> np.ndarray:
-    """The 2x3 affine map from photo pixels to frame `index`'s pixels (pixel centres at
-    integers, as OpenCV and the node's (u, v) use): the camera's true motion, known exactly."""
+    """The 2x3 affine map from photo pixels to frame `index`'s pixels.
+
+    Pixel centres sit at integers, as OpenCV and the node's (u, v) use: this is the camera's
+    true motion, known exactly.
+    """
     ph, pw = photo_shape[:2]
     phase = 2.0 * math.pi * (index % period) / period
     # Fit the photo to the frame, then move the view around the photo's centre.

@@ -153,8 +153,11 @@ def _bag_frames(
     frames: int | None,
     size: tuple[int, int] | None,
 ) -> tuple[int, Iterator[np.ndarray], list[np.ndarray] | None]:
-    """(count, frames, camera motion) for make_bag: a folder's images (resized only if asked,
-    no known motion) or a sweep (with each frame's photo-to-image map)."""
+    """(count, frames, camera motion) for make_bag.
+
+    A folder's images (resized only if asked, no known motion) or a sweep (with each frame's
+    photo-to-image map).
+    """
     if images_dir is not None:
         files = list_images(images_dir)
         files = files[:frames] if frames is not None else files

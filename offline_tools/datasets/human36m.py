@@ -89,8 +89,11 @@ _FRAME_NAME = re.compile(r"img_(\d+)$")
 
 
 def _subjects(split: str, validation: bool = False) -> tuple[int, ...]:
-    """The reference's subjects; ``validation`` holds S9 out of training and tests on it, so
-    hyper-parameters can be searched without touching the test subject S11."""
+    """The reference's subjects of a split.
+
+    ``validation`` holds S9 out of training and tests on it, so hyper-parameters can be
+    searched without touching the test subject S11.
+    """
     if validation:
         return H36M_VALIDATION_SUBJECTS if split == "test" else H36M_VALIDATION_TRAIN_SUBJECTS
     return H36M_TEST_SUBJECTS if split == "test" else H36M_TRAIN_SUBJECTS
