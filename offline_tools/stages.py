@@ -328,6 +328,7 @@ class TrainingRun:
                     "num_candidates",
                     "top_k",
                     "top_k_strategy",
+                    "num_subjects",
                     "sigma",
                     "selection_sigma",
                     "image_size",
@@ -547,6 +548,7 @@ class TrainingRun:
                 seed=self.cfg.seed,
                 progress=self.progress,
                 top_k_strategy=self.cfg.top_k_strategy,
+                num_subjects=self.cfg.num_subjects,
             )
         backbone = {"model": self.opts.model, "fingerprint": self.backbone.fingerprint}
         self._write_context(context, selected, counts, {"source": "optimize", "backbone": backbone})

@@ -54,6 +54,9 @@ METHOD_HELP: dict[str, str] = {
     "top_k_strategy": "candidate ranking before furthest point sampling: gaussian (KL to a "
     "Gaussian at the argmax), entropy (lowest spatial-softmax entropy) or consistent (the "
     "first num_candidates tokens) (§3, §4)",
+    "num_subjects": "instances of the object per image: one Gaussian per subject in the "
+    "candidate ranking and the sharpening loss, and that many locations per keypoint at "
+    "inference, grouped into instances (§3, §5)",
     "equivariance_weight": "weight of the equivariance loss (§3)",
     "localization_weight": "weight of the localization (sharpening) loss (§3)",
     "rotation_deg": "random affine views: max rotation in degrees (§3, §5)",

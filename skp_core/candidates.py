@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from skp_core.gaussian import argmax_locations, gaussian_maps
+from skp_core.subjects import subject_gaussian_maps, subject_locations
 
 __all__ = [
     "GAUSSIAN_EPSILON",
@@ -38,14 +38,17 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 @torch.no_grad()
-def gaussian_kl_scores(maps: Tensor, sigma: float = 2.0, chunk: int = 64) -> Tensor:
+def gaussian_kl_scores(
+    maps: Tensor, sigma: float = 2.0, chunk: int = 64, num_subjects: int = 1
+) -> Tensor:
     """``KL(G || spatial softmax)`` per map: scores [...] for maps [..., H, W]; lower is better.
 
     The same number as :func:`gaussian_kl_scores_reference` without its five map-sized
-    temporaries: with ``G = (g + eps) / Z`` (g the separable Gaussian gy gx^T, sum G = 1) and
-    ``log S = A - logsumexp(A)``,
-    ``KL = sum G log G - (sum g A + eps sum A) / Z + logsumexp(A)``, where ``sum g A`` is
-    ``gy^T A gx``; only ``sum G log G`` needs the Gaussian at every pixel (in chunks of maps).
+    temporaries. G is the normalized mean of one Gaussian per subject at the map's maxima,
+    ``G = (g + eps) / Z`` with ``g = mean_s gy_s gx_s^T`` separable per subject (sum G = 1), and
+    ``log S = A - logsumexp(A)``, so
+    ``KL = sum G log G - (sum g A + eps sum A) / Z + logsumexp(A)``, where ``sum g A`` is the
+    mean of ``gy_s^T A gx_s``; only ``sum G log G`` needs G at every pixel (in chunks of maps).
     """
     if maps.dim() < 2:
         raise ValueError(f"maps must have shape [..., H, W], got {tuple(maps.shape)}")
@@ -53,21 +56,27 @@ def gaussian_kl_scores(maps: Tensor, sigma: float = 2.0, chunk: int = 64) -> Ten
     work = maps.detach().to(_working_dtype(maps.dtype))
     flat = work.reshape(-1, height, width)
     n = flat.shape[0]
-    locations = argmax_locations(flat)  # [N, 2] normalized (x, y), as the reference
+    locations = subject_locations(flat, num_subjects)  # [N, n, 2] normalized (x, y)
     dtype, device = flat.dtype, flat.device
     cols = torch.arange(width, device=device, dtype=dtype) + 0.5
     rows = torch.arange(height, device=device, dtype=dtype) + 0.5
     scale = 2.0 * sigma * sigma
-    gx = torch.exp(-(cols - locations[:, 0:1] * width).square() / scale)  # [N, W]
-    gy = torch.exp(-(rows - locations[:, 1:2] * height).square() / scale)  # [N, H]
+    gx = torch.exp(-(cols - locations[..., 0:1] * width).square() / scale)  # [N, n, W]
+    gy = torch.exp(-(rows - locations[..., 1:2] * height).square() / scale)  # [N, n, H]
     eps = GAUSSIAN_EPSILON
-    z = gy.sum(-1) * gx.sum(-1) + eps * height * width
-    g_dot_a = torch.bmm(torch.bmm(gy[:, None, :], flat), gx[:, :, None]).view(n)
+    z = (gy.sum(-1) * gx.sum(-1)).mean(-1) + eps * height * width
+    # gy_s^T A gx_s for every subject s: the diagonal of (gy A) gx^T, [N, n, n].
+    g_dot_a = torch.bmm(torch.bmm(gy, flat), gx.transpose(1, 2))
+    g_dot_a = g_dot_a.diagonal(dim1=-2, dim2=-1).mean(-1)
     total = flat.sum((-2, -1))
     lse = torch.logsumexp(flat.view(n, -1), -1)
     g_log_g = torch.empty(n, dtype=dtype, device=device)
     for start in range(0, n, chunk):
-        part = gy[start : start + chunk, :, None] * gx[start : start + chunk, None, :] + eps
+        part_y, part_x = gy[start : start + chunk], gx[start : start + chunk]
+        if num_subjects == 1:
+            part = part_y[:, 0, :, None] * part_x[:, 0, None, :] + eps
+        else:
+            part = torch.einsum("nsh,nsw->nhw", part_y, part_x) / num_subjects + eps
         g_log_g[start : start + chunk] = (part * part.log()).sum((-2, -1))
     z64 = z.double()
     kl = (g_log_g.double() - g_dot_a.double() - eps * total.double()) / z64
@@ -76,13 +85,14 @@ def gaussian_kl_scores(maps: Tensor, sigma: float = 2.0, chunk: int = 64) -> Ten
 
 
 @torch.no_grad()
-def gaussian_kl_scores_reference(maps: Tensor, sigma: float = 2.0) -> Tensor:
+def gaussian_kl_scores_reference(maps: Tensor, sigma: float = 2.0, num_subjects: int = 1) -> Tensor:
     """The written-out ``KL(G || S)`` with G and log S at every pixel (the test oracle)."""
     if maps.dim() < 2:
         raise ValueError(f"maps must have shape [..., H, W], got {tuple(maps.shape)}")
     height, width = maps.shape[-2], maps.shape[-1]
     work = maps.detach().to(_working_dtype(maps.dtype))
-    target = gaussian_maps(argmax_locations(work), height, width, sigma) + GAUSSIAN_EPSILON
+    locations = subject_locations(work, num_subjects)
+    target = subject_gaussian_maps(locations, height, width, sigma) + GAUSSIAN_EPSILON
     target = target.flatten(-2)
     target = target / target.sum(dim=-1, keepdim=True)
     log_s = F.log_softmax(work.flatten(-2), dim=-1)
@@ -90,17 +100,20 @@ def gaussian_kl_scores_reference(maps: Tensor, sigma: float = 2.0) -> Tensor:
 
 
 @torch.no_grad()
-def rank_gaussian_candidates(maps: Tensor, num_candidates: int = 25, sigma: float = 2.0) -> Tensor:
+def rank_gaussian_candidates(
+    maps: Tensor, num_candidates: int = 25, sigma: float = 2.0, num_subjects: int = 1
+) -> Tensor:
     """Indices [B, num_candidates] of the tokens whose maps [B, T, H, W] are most Gaussian.
 
-    Best (lowest KL) first; equal scores keep ascending token order (stable sort), so the
-    result is deterministic. ``num_candidates`` is clamped to T.
+    Best (lowest KL to the mean of ``num_subjects`` Gaussians at the map's maxima) first;
+    equal scores keep ascending token order (stable sort), so the result is deterministic.
+    ``num_candidates`` is clamped to T.
     """
     if maps.dim() != 4:
         raise ValueError(f"maps must have shape [B, T, H, W], got {tuple(maps.shape)}")
     if num_candidates < 0:
         raise ValueError(f"num_candidates must be >= 0, got {num_candidates}")
-    scores = gaussian_kl_scores(maps, sigma)
+    scores = gaussian_kl_scores(maps, sigma, num_subjects=num_subjects)
     order = torch.sort(scores, dim=-1, stable=True).indices
     return order[:, : min(num_candidates, maps.shape[1])]
 
@@ -125,11 +138,18 @@ def rank_entropy_candidates(maps: Tensor, num_candidates: int = 25) -> Tensor:
 
 
 def rank_candidates(
-    maps: Tensor, num_candidates: int, sigma: float = 2.0, strategy: str = "gaussian"
+    maps: Tensor,
+    num_candidates: int,
+    sigma: float = 2.0,
+    strategy: str = "gaussian",
+    num_subjects: int = 1,
 ) -> Tensor:
-    """Candidates [B, num_candidates] of maps [B, T, H, W] by the reference's top_k_strategy."""
+    """Candidates [B, num_candidates] of maps [B, T, H, W] by the reference's top_k_strategy.
+
+    ``num_subjects`` shapes the Gaussian ranking's target only, as in the reference.
+    """
     if strategy == "gaussian":
-        return rank_gaussian_candidates(maps, num_candidates, sigma)
+        return rank_gaussian_candidates(maps, num_candidates, sigma, num_subjects)
     if strategy == "entropy":
         return rank_entropy_candidates(maps, num_candidates)
     if strategy == "consistent":

@@ -27,6 +27,9 @@ VIEW_SPACES = ("image", "latent")
 MAX_NUM_VIEWS = 256
 """Test-time views per image. The reference uses 10; each view is a UNet pass and its warped-back
 maps are held at once, so a count far beyond this is a typo or a corrupt file, not a setting."""
+MAX_NUM_SUBJECTS = 64
+"""Instances of the object per image. Each needs its own peak, at least 0.05 * H from the others
+(the masking disc), so a 128-pixel map holds a few dozen at most."""
 MAX_IMAGE_SIZE = 2048
 """SD 1.x is trained at 512 px; 4x that already needs tens of GB per UNet pass."""
 
@@ -121,6 +124,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "num_candidates": _integer(1),
     "top_k": _integer(1),
     "top_k_strategy": _top_k_strategy,
+    "num_subjects": _integer(1, MAX_NUM_SUBJECTS),
     "equivariance_weight": _number(0.0),
     "localization_weight": _number(0.0),
     "rotation_deg": _number(0.0, 180.0),
@@ -181,6 +185,9 @@ class MethodConfig:
     top_k_strategy: str = "gaussian"
     """Candidate ranking before FPS: gaussian (KL to a Gaussian, the reference's default),
     entropy (lowest spatial-softmax entropy) or consistent (the first tokens)."""
+    num_subjects: int = 1
+    """Instances of the object per image: the Gaussian targets have one peak per subject, and
+    inference reads that many locations per keypoint, grouped into instances."""
     equivariance_weight: float = 1000.0
     localization_weight: float = 100.0
     rotation_deg: float = 15.0

@@ -11,7 +11,7 @@ gives static keypoints.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from skp_core.backbone import Backbone, load_backbone
 from skp_core.bundle import Bundle, BundleError, check_compatible, load_bundle
 from skp_core.config import DEFAULT_CAPTURE_LAYERS, settings_problem
 from skp_core.image_batch import resize_images, stack_resized
+from skp_core.instances import read_instances
 from skp_core.latents import add_noise_t0, draw_noise
 from skp_core.readout import READOUTS, degenerate_maps, read_keypoints
 from skp_core.regression import apply_regressor
@@ -33,12 +34,26 @@ ImageLike = np.ndarray | Tensor
 
 
 @dataclass
+class Instance:
+    """The keypoints of one instance of the object (one subject) in an image."""
+
+    normalized: np.ndarray  # [K, 2]
+    pixels: np.ndarray  # [K, 2]
+    scores: np.ndarray  # [K]: the map's value at this instance's peak
+    landmarks_normalized: np.ndarray | None = None  # [J, 2] when the bundle has a regressor
+    landmarks_pixels: np.ndarray | None = None
+
+
+@dataclass
 class Detection:
     """Keypoints of one image.
 
     `pixels` are continuous (u, v) coordinates of the input image with the centre of pixel
     (row i, col j) at (j, i), as OpenCV and ROS image_geometry use; `normalized` are (x, y) in
-    [0, 1] with the pixel-centre convention of the method.
+    [0, 1] with the pixel-centre convention of the method. With several subjects
+    (``num_subjects`` n > 1) `instances` holds n instances, numbered left to right; the
+    top-level keypoints are then the first instance's. With one subject `instances` holds
+    the top-level keypoints alone.
     """
 
     normalized: np.ndarray  # [K, 2]
@@ -49,6 +64,7 @@ class Detection:
     landmarks_pixels: np.ndarray | None = None
     maps: np.ndarray | None = None  # [K, S, S] view-averaged maps, when asked for
     degenerate: np.ndarray | None = None  # [K] bool: map flat or not finite, no real peak
+    instances: list[Instance] = field(default_factory=list)
 
 
 def normalized_to_pixels(points: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -88,6 +104,7 @@ class KeypointDetector:
         seed: int = 0,
         view_space: str | None = None,
         map_dtype: torch.dtype | None = None,
+        num_subjects: int | None = None,
     ) -> None:
         check_compatible(bundle, backbone.context_dim, backbone.fingerprint)
         readout = readout or bundle.method.get("max_loc_strategy", "argmax")
@@ -103,11 +120,13 @@ class KeypointDetector:
             else include_identity
         )
         self.view_space = view_space or method.get("view_space", "image")
+        self.num_subjects = num_subjects or method.get("num_subjects", 1)
         problem = settings_problem(
             {
                 "num_views": self.num_views,
                 "include_identity_view": self.include_identity,
                 "view_space": self.view_space,
+                "num_subjects": self.num_subjects,
             }
         )
         if problem is not None:
@@ -194,8 +213,15 @@ class KeypointDetector:
         return average_views(selected, thetas, self.map_size)
 
     def read(self, maps: Tensor) -> tuple[Tensor, Tensor]:
-        """Locations [..., 2] and scores [...] of view-averaged maps, by this read-out."""
+        """Locations [..., 2] and scores [...] of view-averaged maps, by this read-out.
+
+        One location per keypoint, whatever ``num_subjects`` (the evaluation protocol's).
+        """
         return read_keypoints(maps, self.readout, self.max_loc_distance)
+
+    def read_instances(self, maps: Tensor) -> tuple[Tensor, Tensor]:
+        """Locations [B, n, K, 2] and scores [B, n, K] of maps [B, K, S, S], per instance."""
+        return read_instances(maps, self.num_subjects, self.readout, self.max_loc_distance)
 
     def detect(
         self, images: Sequence[ImageLike] | ImageLike, return_maps: bool = False
@@ -207,27 +233,46 @@ class KeypointDetector:
         sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
         batch = stack_resized(tensors, self.mapper.image_size, self.backbone.device)
         maps = self.keypoint_maps(batch)
-        locations, scores = self.read(maps)
+        locations, scores = self.read_instances(maps)
         degenerate = degenerate_maps(maps).cpu().numpy()
         locations = locations.double().cpu().numpy()
         scores = scores.double().cpu().numpy()
         out = []
         for i, (height, width) in enumerate(sizes):
+            instances = [
+                self._instance(locations[i, n], scores[i, n], height, width)
+                for n in range(locations.shape[1])
+            ]
+            first = instances[0]
             det = Detection(
-                normalized=locations[i],
-                pixels=normalized_to_pixels(locations[i], height, width),
-                scores=scores[i],
+                normalized=first.normalized,
+                pixels=first.pixels,
+                scores=first.scores,
                 image_size=(height, width),
+                landmarks_normalized=first.landmarks_normalized,
+                landmarks_pixels=first.landmarks_pixels,
                 degenerate=degenerate[i],
+                instances=instances,
             )
-            if self.regressor is not None:
-                landmarks = apply_regressor(self.regressor, locations[i][None])[0]
-                det.landmarks_normalized = landmarks
-                det.landmarks_pixels = normalized_to_pixels(landmarks, height, width)
             if return_maps:
                 det.maps = maps[i].float().cpu().numpy()
             out.append(det)
         return out
+
+    def _instance(
+        self, normalized: np.ndarray, scores: np.ndarray, height: int, width: int
+    ) -> Instance:
+        """One instance's keypoints in the input image's pixels, with its landmarks if any."""
+        instance = Instance(
+            normalized=normalized,
+            pixels=normalized_to_pixels(normalized, height, width),
+            scores=scores,
+        )
+        if self.regressor is not None:
+            landmarks = apply_regressor(self.regressor, normalized[None])[0]
+            instance.landmarks_normalized = landmarks
+            instance.landmarks_pixels = normalized_to_pixels(landmarks, height, width)
+        return instance
 
     def close(self) -> None:
         """Put the UNet's own attention processors back."""

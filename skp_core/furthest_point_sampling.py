@@ -80,10 +80,13 @@ def select_keypoint_tokens(
     top_k: int = 10,
     sigma: float = 2.0,
     strategy: str = "gaussian",
+    num_subjects: int = 1,
 ) -> Tensor:
     """Token indices [B, top_k]: candidates of one map stack, spread by FPS on another.
 
-    Candidates are ranked by ``strategy`` (the reference's top_k_strategy, default gaussian).
+    Candidates are ranked by ``strategy`` (the reference's top_k_strategy, default gaussian,
+    whose target has one Gaussian per subject); FPS uses each map's single argmax, as the
+    reference does whatever ``num_subjects``.
 
     Candidates are ranked on ``maps_for_ranking`` [B, T, H, W]; FPS runs on the argmax
     locations (normalized x, y) of ``maps_for_locations`` [B, T, H', W'] at those tokens.
@@ -100,7 +103,7 @@ def select_keypoint_tokens(
             f"batch/token axes differ: {tuple(maps_for_ranking.shape[:2])} "
             f"vs {tuple(maps_for_locations.shape[:2])}"
         )
-    candidates = rank_candidates(maps_for_ranking, num_candidates, sigma, strategy)
+    candidates = rank_candidates(maps_for_ranking, num_candidates, sigma, strategy, num_subjects)
     candidates = candidates.to(maps_for_locations.device)
     batch_index = torch.arange(candidates.shape[0], device=candidates.device).unsqueeze(1)
     picked = spread_candidates(candidates, maps_for_locations[batch_index, candidates], top_k)

@@ -9,7 +9,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["argmax_locations", "gaussian_maps"]
+__all__ = ["argmax_locations", "gaussian_maps", "pixel_centre_locations"]
+
+
+def pixel_centre_locations(
+    flat_index: Tensor, height: int, width: int, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Normalized (x, y) [..., 2] of the centres of pixels given by row-major flat indices."""
+    rows = torch.div(flat_index, width, rounding_mode="floor")
+    cols = flat_index - rows * width
+    x = (cols.to(dtype) + 0.5) / width
+    y = (rows.to(dtype) + 0.5) / height
+    return torch.stack((x, y), dim=-1)
 
 
 def argmax_locations(maps: Tensor) -> Tensor:
@@ -22,12 +33,8 @@ def argmax_locations(maps: Tensor) -> Tensor:
         raise ValueError(f"maps must have shape [..., H, W], got {tuple(maps.shape)}")
     height, width = maps.shape[-2], maps.shape[-1]
     flat_index = maps.detach().flatten(-2).argmax(dim=-1)
-    rows = torch.div(flat_index, width, rounding_mode="floor")
-    cols = flat_index - rows * width
     dtype = maps.dtype if maps.dtype.is_floating_point else torch.float32
-    x = (cols.to(dtype) + 0.5) / width
-    y = (rows.to(dtype) + 0.5) / height
-    return torch.stack((x, y), dim=-1)
+    return pixel_centre_locations(flat_index, height, width, dtype)
 
 
 def gaussian_maps(locations: Tensor, height: int, width: int, sigma: float) -> Tensor:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from skp_core.affine import invert_affine, warp
-from skp_core.gaussian import argmax_locations, gaussian_maps
+from skp_core.subjects import subject_gaussian_maps, subject_locations
 
 __all__ = [
     "EQUIVARIANCE_WEIGHT",
@@ -37,15 +37,18 @@ class LossTerms(NamedTuple):
     localization: Tensor
 
 
-def localization_loss(maps_sel: Tensor, sigma: float = 2.0) -> Tensor:
+def localization_loss(maps_sel: Tensor, sigma: float = 2.0, num_subjects: int = 1) -> Tensor:
     """MSE between each map [B, K, H, W] and a peak-1 Gaussian at its own argmax.
 
-    The target is built from detached maps, so the gradient only sharpens the map toward it.
+    With ``num_subjects`` n > 1 the target is the mean of n such Gaussians at the map's n
+    maxima (:mod:`skp_core.subjects`). The target is built from detached maps, so the gradient
+    only sharpens the map toward it.
     """
     if maps_sel.dim() < 2:
         raise ValueError(f"maps_sel must have shape [..., H, W], got {tuple(maps_sel.shape)}")
     height, width = maps_sel.shape[-2], maps_sel.shape[-1]
-    target = gaussian_maps(argmax_locations(maps_sel.detach()), height, width, sigma)
+    locations = subject_locations(maps_sel.detach(), num_subjects)
+    target = subject_gaussian_maps(locations, height, width, sigma)
     return F.mse_loss(maps_sel, target.to(maps_sel.dtype))
 
 
@@ -71,12 +74,13 @@ def keypoint_losses(
     sigma: float = 2.0,
     equivariance_weight: float = EQUIVARIANCE_WEIGHT,
     localization_weight: float = LOCALIZATION_WEIGHT,
+    num_subjects: int = 1,
 ) -> LossTerms:
     """``equivariance_weight * equivariance + localization_weight * localization``.
 
     The localization term is taken on the untransformed maps only (METHOD §3 step 4).
     """
     equivariance = equivariance_loss(maps_sel, maps_transformed_sel, theta)
-    localization = localization_loss(maps_sel, sigma)
+    localization = localization_loss(maps_sel, sigma, num_subjects)
     total = equivariance_weight * equivariance + localization_weight * localization
     return LossTerms(total, equivariance, localization)

@@ -54,8 +54,15 @@ RESUME_FREE_SETTINGS = frozenset(
 
 
 def resumable_settings(config: MethodConfig | dict[str, Any]) -> dict[str, Any]:
-    """The settings a checkpoint must match to be resumed under `config`."""
-    data = config.to_dict() if isinstance(config, MethodConfig) else dict(config)
+    """The settings a checkpoint must match to be resumed under `config`.
+
+    A setting missing from an older checkpoint's record takes its default: settings are only
+    ever added with a default that computes what the code did before them.
+    """
+    if isinstance(config, MethodConfig):
+        data = config.to_dict()
+    else:
+        data = {**MethodConfig().to_dict(), **dict(config)}
     return {k: v for k, v in data.items() if k not in RESUME_FREE_SETTINGS}
 
 
@@ -206,7 +213,9 @@ class TokenOptimizer:
         captured = self.mapper.capture(z_t, self.context)
         with torch.no_grad():
             full = captured.rows(0, n).maps()
-            candidates = rank_candidates(full, cfg.num_candidates, cfg.sigma, cfg.top_k_strategy)
+            candidates = rank_candidates(
+                full, cfg.num_candidates, cfg.sigma, cfg.top_k_strategy, cfg.num_subjects
+            )
             candidate_maps = captured.rows(n, 2 * n).maps(candidates)
             picked = spread_candidates(candidates, candidate_maps, cfg.top_k)
             tokens = candidates.gather(1, picked)
@@ -250,6 +259,7 @@ class TokenOptimizer:
             sigma=cfg.sigma,
             equivariance_weight=cfg.equivariance_weight,
             localization_weight=cfg.localization_weight,
+            num_subjects=cfg.num_subjects,
         )
         losses = torch.stack([terms.total, terms.equivariance, terms.localization])
         if self.shard is None:

@@ -44,31 +44,37 @@ def _log_parabola_offset(left: Tensor, centre: Tensor, right: Tensor) -> Tensor:
     return offset.clamp(-0.5, 0.5)
 
 
-def subpixel_locations(maps: Tensor) -> Tensor:
+def subpixel_locations(maps: Tensor, peaks: Tensor | None = None) -> Tensor:
     """Normalized (x, y) [..., 2]: argmax refined by a log-parabola fit along each axis.
 
+    ``peaks`` [..., m] (flat pixel indices) refines those pixels instead, giving [..., m, 2].
     At the border (no neighbour on one side) that axis keeps the pixel centre.
     """
     height, width = maps.shape[-2:]
     flat = maps.reshape(-1, height * width)
-    index = flat.argmax(dim=-1, keepdim=True)
+    if peaks is None:
+        index = flat.argmax(dim=-1, keepdim=True)
+    else:
+        index = peaks.reshape(flat.shape[0], -1)
     row = torch.div(index, width, rounding_mode="floor")
     col = index % width
 
     def at(dr: int, dc: int) -> Tensor:
         r = (row + dr).clamp(0, height - 1)
         c = (col + dc).clamp(0, width - 1)
-        return flat.gather(-1, r * width + c).squeeze(-1)
+        return flat.gather(-1, r * width + c)
 
     centre = at(0, 0)
     dx = _log_parabola_offset(at(0, -1), centre, at(0, 1))
     dy = _log_parabola_offset(at(-1, 0), centre, at(1, 0))
-    inner_x = ((col > 0) & (col < width - 1)).squeeze(-1)
-    inner_y = ((row > 0) & (row < height - 1)).squeeze(-1)
-    x = col.squeeze(-1).to(flat.dtype) + torch.where(inner_x, dx, torch.zeros_like(dx))
-    y = row.squeeze(-1).to(flat.dtype) + torch.where(inner_y, dy, torch.zeros_like(dy))
+    inner_x = (col > 0) & (col < width - 1)
+    inner_y = (row > 0) & (row < height - 1)
+    x = col.to(flat.dtype) + torch.where(inner_x, dx, torch.zeros_like(dx))
+    y = row.to(flat.dtype) + torch.where(inner_y, dy, torch.zeros_like(dy))
     xy = torch.stack(((x + 0.5) / width, (y + 0.5) / height), dim=-1)
-    return xy.reshape(*maps.shape[:-2], 2)
+    if peaks is None:
+        return xy.reshape(*maps.shape[:-2], 2)
+    return xy.reshape(*peaks.shape, 2)
 
 
 def degenerate_maps(maps: Tensor, rel_tol: float = 1e-6) -> Tensor:
@@ -86,32 +92,50 @@ def degenerate_maps(maps: Tensor, rel_tol: float = 1e-6) -> Tensor:
     return ~finite | no_peak
 
 
-def weighted_average_locations(maps: Tensor, distance: float = 5.0) -> Tensor:
+def weighted_average_locations(
+    maps: Tensor, distance: float = 5.0, peaks: Tensor | None = None
+) -> Tensor:
     """Normalized (x, y) [..., 2]: the centroid of each map near its argmax.
 
     The reference's ``max_loc_strategy=weighted_avg``:
     Values farther than ``distance`` map pixels from the argmax pixel are ignored (a negative
     distance, the reference's -1, keeps the whole map); the rest weigh their pixel centres.
     The input is not modified (the reference zeroes its argument in place).
+
+    ``peaks`` [..., m] (flat pixel indices of several maxima, one per subject) gives one
+    centroid per peak, [..., m, 2]: each over the pixels nearer to that peak than to the
+    others (ties to the earlier peak), within ``distance`` of it.
     """
     height, width = maps.shape[-2:]
-    weights = maps.reshape(-1, height, width)
+    weights = maps.reshape(-1, 1, height, width)
     rows = torch.arange(height, device=maps.device, dtype=weights.dtype)
     cols = torch.arange(width, device=maps.device, dtype=weights.dtype)
-    if distance >= 0:
-        index = weights.flatten(1).argmax(dim=-1)
+    if peaks is None:
+        index = weights.flatten(1).argmax(dim=-1, keepdim=True)
+    else:
+        index = peaks.reshape(weights.shape[0], -1)
+    if distance >= 0 or index.shape[1] > 1:
         peak_row = torch.div(index, width, rounding_mode="floor").to(weights.dtype)
         peak_col = (index % width).to(weights.dtype)
         dist = torch.sqrt(
-            (rows[None, :, None] - peak_row[:, None, None]) ** 2
-            + (cols[None, None, :] - peak_col[:, None, None]) ** 2
-        )
-        weights = torch.where(dist > distance, torch.zeros_like(weights), weights)
+            (rows[None, None, :, None] - peak_row[:, :, None, None]) ** 2
+            + (cols[None, None, None, :] - peak_col[:, :, None, None]) ** 2
+        )  # [N, m, H, W]
+        outside = torch.zeros_like(dist, dtype=torch.bool)
+        if distance >= 0:
+            outside = dist > distance
+        if index.shape[1] > 1:
+            nearest = dist.argmin(dim=1, keepdim=True)
+            mine = torch.arange(index.shape[1], device=maps.device)[None, :, None, None]
+            outside = outside | (nearest != mine)
+        weights = torch.where(outside, torch.zeros_like(dist), weights)
     total = weights.sum(dim=(-2, -1)) + 1e-6  # the reference's guard against an empty map
     y = (weights.sum(dim=-1) * rows).sum(dim=-1) / total
     x = (weights.sum(dim=-2) * cols).sum(dim=-1) / total
     xy = torch.stack(((x + 0.5) / width, (y + 0.5) / height), dim=-1)
-    return xy.reshape(*maps.shape[:-2], 2)
+    if peaks is None:
+        return xy.reshape(*maps.shape[:-2], 2)
+    return xy.reshape(*peaks.shape, 2)
 
 
 def read_keypoints(

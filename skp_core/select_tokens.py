@@ -23,9 +23,12 @@ def count_token_selections(
     sigma: float,
     num_tokens: int,
     strategy: str = "gaussian",
+    num_subjects: int = 1,
 ) -> Tensor:
     """How often each token [num_tokens] is picked across a batch of maps [B, T, R, R]."""
-    picked = select_keypoint_tokens(maps, maps, num_candidates, top_k, sigma, strategy)
+    picked = select_keypoint_tokens(
+        maps, maps, num_candidates, top_k, sigma, strategy, num_subjects
+    )
     return torch.bincount(picked.flatten(), minlength=num_tokens)
 
 
@@ -49,6 +52,7 @@ def select_best_tokens(
     seed: int = 0,
     progress: bool = True,
     top_k_strategy: str = "gaussian",
+    num_subjects: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """(selected token indices [top_k], selection counts [T]) over random training images."""
     generator = torch.Generator().manual_seed(seed)
@@ -64,7 +68,7 @@ def select_best_tokens(
         )
         maps = mapper.maps(batch, context, generator)
         picked = count_token_selections(
-            maps, num_candidates, top_k, sigma, context.shape[0], top_k_strategy
+            maps, num_candidates, top_k, sigma, context.shape[0], top_k_strategy, num_subjects
         )
         counts += picked.to(counts.device)
     return most_frequent_tokens(counts.cpu(), top_k), counts.cpu()

@@ -426,6 +426,7 @@ class KeypointNode(LifecycleNode):
                 max_batch=settings.max_batch or None,
                 readout=None if settings.readout == "bundle" else settings.readout,
                 seed=settings.seed,
+                num_subjects=settings.num_subjects or None,
             )
         except BundleError as exc:
             raise ConfigureError(
@@ -623,18 +624,29 @@ class KeypointNode(LifecycleNode):
                 throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S,
             )
             return
-        uv, landmarks = self._smooth(header, detection)
-        keep = detection.scores >= self._runtime["score_threshold"]
-        ids = np.flatnonzero(keep).astype(np.int32)
-        kept_uv, kept_scores = uv[keep], detection.scores[keep]
-        self._publish("keypoints", keypoints_to_cloud(header, ids, kept_uv, kept_scores))
+        uv, landmarks = self._smooth(header, detection)  # [n, K, 2], [n, J, 2] | None
+        scores = np.stack([instance.scores for instance in detection.instances])  # [n, K]
+        keep = scores >= self._runtime["score_threshold"]
+        instance_of, ids = np.nonzero(keep)  # instance-major: instance 0's keypoints first
+        ids = ids.astype(np.int32)
+        kept_uv, kept_scores = uv[keep], scores[keep]
+        cloud = keypoints_to_cloud(header, ids, kept_uv, kept_scores, instance_of)
+        self._publish("keypoints", cloud)
         if landmarks is not None and "landmarks" in self._publishers_by_name:
-            # Regressed landmarks have no attention peak of their own: they carry the frame's
-            # mean keypoint score (the regressor uses every keypoint).
-            count = landmarks.shape[0]
-            scores = np.full(count, float(np.mean(detection.scores)), dtype=np.float32)
-            cloud = keypoints_to_cloud(header, np.arange(count, dtype=np.int32), landmarks, scores)
+            # Regressed landmarks have no attention peak of their own: they carry their
+            # instance's mean keypoint score (the regressor uses every keypoint).
+            count, num_landmarks = landmarks.shape[:2]
+            landmark_scores = np.repeat(scores.mean(axis=1), num_landmarks).astype(np.float32)
+            cloud = keypoints_to_cloud(
+                header,
+                np.tile(np.arange(num_landmarks, dtype=np.int32), count),
+                landmarks.reshape(-1, 2),
+                landmark_scores,
+                np.repeat(np.arange(count), num_landmarks),
+            )
             self._publish("landmarks", cloud)
+        if landmarks is not None:
+            landmarks = landmarks.reshape(-1, 2)
         if want_debug:
             self._publish_debug(rgb, header, ids, kept_uv, detection, landmarks, with_maps)
         # Reported apart: the model's time, and everything else (the node's overhead).
@@ -701,19 +713,27 @@ class KeypointNode(LifecycleNode):
             self._last_image_size = None
 
     def _smooth(self, header: Header, detection: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """Filter keypoints and landmarks over the input stamps (identity when smoothing is off)."""
+        """Filter keypoints and landmarks [n, K, 2] of every instance over the input stamps.
+
+        Identity when smoothing is off. Instances are numbered left to right, so instance i's
+        keypoint k is filtered as one stream.
+        """
         stamp = _stamp_seconds(header)
         if stamp == 0.0:  # driver left the stamp empty: the arrival time is the best we have
             stamp = self.get_clock().now().nanoseconds * 1e-9
+        instances = detection.instances
+        pixels = np.stack([instance.pixels for instance in instances])
         with self._smoother_lock:
             if detection.image_size != self._last_image_size:
                 self._keypoint_smoother.reset()
                 self._landmark_smoother.reset()
                 self._last_image_size = detection.image_size
-            uv = self._keypoint_smoother(stamp, detection.pixels)
+            uv = self._keypoint_smoother(stamp, pixels.reshape(-1, 2)).reshape(pixels.shape)
             landmarks = None
             if detection.landmarks_pixels is not None:
-                landmarks = self._landmark_smoother(stamp, detection.landmarks_pixels)
+                stacked = np.stack([instance.landmarks_pixels for instance in instances])
+                flat = self._landmark_smoother(stamp, stacked.reshape(-1, 2))
+                landmarks = flat.reshape(stacked.shape)
         return uv, landmarks
 
     # ------------------------------------------------------------------ info and diagnostics

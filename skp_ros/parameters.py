@@ -202,6 +202,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         constraints="argmax | subpixel | weighted_avg | bundle",
     ),
     ParamSpec(
+        "num_subjects",
+        0,
+        "Instances of the object looked for per frame; every keypoint is read once per "
+        "instance and the cloud's 'instance' field numbers them left to right. 0: the "
+        "bundle's num_subjects (1 unless it was trained with more).",
+        _at_least(0),
+        constraints=">= 0",
+    ),
+    ParamSpec(
         "seed",
         0,
         "Seed of the augmentation views and noise: the same image always gives the same keypoints.",
@@ -353,6 +362,7 @@ class NodeSettings:
     view_space: str
     max_batch: int
     readout: str
+    num_subjects: int
     seed: int
     image_topic: str
     input_transport: str

@@ -221,3 +221,48 @@ def test_bundle_read_out_is_honoured_and_the_default_unchanged():
         expected = weighted_average_locations(maps, scaled)[0].double().numpy()
         assert np.allclose(got.normalized, expected, atol=1e-6)
         assert not np.array_equal(got.normalized, det.normalized)
+
+
+@pytest.mark.parametrize("readout", ["argmax", "subpixel", "weighted_avg"])
+def test_two_subjects_find_each_keypoint_once_per_copy_of_real_maps(detector, readout):
+    # The view-averaged maps of a photo, next to a copy of themselves: each keypoint is read
+    # twice, once per copy, at the same place relative to its copy.
+    from skp_core.instances import read_instances
+    from skp_core.readout import read_keypoints
+
+    maps = torch.from_numpy(detector.detect(photo("chelsea"), return_maps=True)[0].maps)[None]
+    size, gap = maps.shape[-1], 16  # a gap, so a 5-pixel weighted_avg never sees the other copy
+    doubled = torch.cat([maps, torch.zeros(*maps.shape[:-1], gap), maps], dim=-1)
+    width = doubled.shape[-1]
+    # weighted_avg's distance is in pixels of a 512-pixel map, scaled by the larger side.
+    alone, _ = read_keypoints(maps, readout, distance=5 * 512 / size)
+    locations, scores = read_instances(doubled, 2, readout, distance=5 * 512 / width)
+    left = alone * torch.tensor([size / width, 1.0])
+    assert torch.allclose(locations[0, 0], left, atol=1e-5)
+    right = left + torch.tensor([(size + gap) / width, 0.0])
+    assert torch.allclose(locations[0, 1], right, atol=1e-5)
+    assert torch.equal(scores[0, 0], scores[0, 1])
+
+
+def test_two_subjects_give_two_instances_numbered_left_to_right():
+    backbone = load_backbone("tiny")  # its own: the module's detector holds the shared one
+    doubled = np.concatenate([photo("chelsea")[:, :300]] * 2, axis=1)
+    bundle = tiny_bundle(backbone, regressor=True)
+    detector = KeypointDetector(backbone, bundle, num_subjects=2)
+    try:
+        found = detector.detect(doubled)[0]
+    finally:
+        detector.close()
+    assert len(found.instances) == 2
+    first, second = found.instances
+    assert np.array_equal(found.pixels, first.pixels) and np.array_equal(found.scores, first.scores)
+    assert first.pixels[:, 0].mean() <= second.pixels[:, 0].mean()
+    assert not np.array_equal(first.pixels, second.pixels)
+    assert second.landmarks_pixels is not None and second.landmarks_pixels.shape == (2, 2)
+    # One subject: one instance holding the top-level keypoints, as before.
+    single = KeypointDetector(backbone, bundle)
+    try:
+        alone = single.detect(doubled)[0]
+    finally:
+        single.close()
+    assert len(alone.instances) == 1 and np.array_equal(alone.instances[0].pixels, alone.pixels)

@@ -23,6 +23,7 @@ from skp_ros.keypoint_msgs import (
     KEYPOINT_FIELDS,
     KEYPOINT_POINT_STEP,
     KeypointCloudError,
+    cloud_to_instances,
     cloud_to_keypoints,
     keypoints_to_cloud,
 )
@@ -48,14 +49,15 @@ def test_round_trip_preserves_values_header_and_layout() -> None:
     header = _header()
     cloud = keypoints_to_cloud(header, ids, uv, scores)
     assert (cloud.height, cloud.width) == (1, ids.size)
-    assert cloud.point_step == KEYPOINT_POINT_STEP == 16
-    assert cloud.row_step == 16 * ids.size
+    assert cloud.point_step == KEYPOINT_POINT_STEP == 20
+    assert cloud.row_step == 20 * ids.size
     assert cloud.is_dense and not cloud.is_bigendian
     assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [
         ("id", 0, PointField.FLOAT32, 1),
         ("u", 4, PointField.FLOAT32, 1),
         ("v", 8, PointField.FLOAT32, 1),
         ("score", 12, PointField.FLOAT32, 1),
+        ("instance", 16, PointField.UINT32, 1),
     ]
     assert [tuple(spec) for spec in KEYPOINT_FIELDS] == [
         (f.name, f.offset, f.datatype, f.count) for f in cloud.fields
@@ -72,13 +74,31 @@ def test_round_trip_preserves_values_header_and_layout() -> None:
     np.testing.assert_array_equal(out_scores, scores.astype(np.float32))
 
 
-def test_bytes_are_little_endian_id_u_v_score() -> None:
+def test_bytes_are_little_endian_id_u_v_score_instance() -> None:
     cloud = keypoints_to_cloud(_header(), np.array([7, 9]), [[10.5, 20.25], [1.0, 2.0]], [0.5, 1])
-    first = struct.unpack("<4f", bytes(cloud.data[:16]))
-    second = struct.unpack("<4f", bytes(cloud.data[16:32]))
-    assert first == (7.0, 10.5, 20.25, 0.5)
-    assert second == (9.0, 1.0, 2.0, 1.0)
-    assert len(cloud.data) == 32
+    first = struct.unpack("<4fI", bytes(cloud.data[:20]))
+    second = struct.unpack("<4fI", bytes(cloud.data[20:40]))
+    assert first == (7.0, 10.5, 20.25, 0.5, 0)
+    assert second == (9.0, 1.0, 2.0, 1.0, 0)
+    assert len(cloud.data) == 40
+
+
+def test_instances_round_trip_and_default_to_zero() -> None:
+    ids = np.array([0, 1, 0, 1])
+    uv = [[1.0, 2.0], [3.0, 4.0], [101.0, 2.0], [103.0, 4.0]]
+    cloud = keypoints_to_cloud(_header(), ids, uv, [0.9, 0.8, 0.7, 0.6], np.array([0, 0, 1, 1]))
+    assert cloud_to_instances(cloud).tolist() == [0, 0, 1, 1]
+    assert cloud_to_instances(cloud).dtype == np.int32
+    assert struct.unpack("<I", bytes(cloud.data[56:60])) == (1,)
+    assert cloud_to_keypoints(cloud)[0].tolist() == [0, 1, 0, 1]
+    # A cloud without the field (older skp, other tools) is one instance.
+    assert cloud_to_instances(_foreign_cloud(_FOREIGN_POINTS)).tolist() == [0] * len(
+        _FOREIGN_POINTS
+    )
+    with pytest.raises(KeypointCloudError, match="instances must be 4 integers"):
+        keypoints_to_cloud(None, ids, uv, [0.9, 0.8, 0.7, 0.6], np.array([0.5, 0, 1, 1]))
+    with pytest.raises(KeypointCloudError, match="uint32"):
+        keypoints_to_cloud(None, ids, uv, [0.9, 0.8, 0.7, 0.6], np.array([-1, 0, 1, 1]))
 
 
 def test_empty_and_non_finite_keypoints() -> None:
@@ -202,7 +222,7 @@ def test_duplicate_field_and_non_integer_ids_are_rejected() -> None:
     with pytest.raises(KeypointCloudError, match="more than once"):
         cloud_to_keypoints(cloud)
     fractional = keypoints_to_cloud(None, np.array([1]), [[1.0, 2.0]], [0.5])
-    fractional.data = array.array("B", struct.pack("<4f", 1.5, 1.0, 2.0, 0.5))
+    fractional.data = array.array("B", struct.pack("<4fI", 1.5, 1.0, 2.0, 0.5, 0))
     with pytest.raises(KeypointCloudError, match="non-integer"):
         cloud_to_keypoints(fractional)
 

@@ -49,7 +49,7 @@ from offline_tools.fixtures import decompression_bomb
 from skp_core.bundle import default_colors
 from skp_ros.camera_sweep import sample_photo
 from skp_ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_msg, rgb_to_image_msg
-from skp_ros.keypoint_msgs import cloud_to_keypoints
+from skp_ros.keypoint_msgs import cloud_to_instances, cloud_to_keypoints
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -657,3 +657,32 @@ def test_autostart_failure_exits_nonzero_with_the_reason(tmp_path):
     assert "configure failed: cannot load the bundle" in output
     assert str(missing) in output
     assert "exiting with code 1" in output
+
+
+def test_two_subjects_publish_every_keypoint_once_per_instance(client, bundles, tmp_path):
+    name = "/skp_pair"
+    args = param_args(bundle=bundles["landmarks"], device="cpu", num_subjects=2)
+    args += ["-r", "__node:=skp_pair", "-r", "image:=/cam_p/image"]
+    with node_process(keypoint_node_argv(args), tmp_path / "node.log") as node:
+        node.wait_for_output("activated", STARTUP_TIMEOUT_S)
+        pub = client.node.create_publisher(Image, "/cam_p/image", RELIABLE)
+        clouds = client.collect(PointCloud2, f"{name}/keypoints", RELIABLE)
+        landmark_clouds = client.collect(PointCloud2, f"{name}/landmarks", RELIABLE)
+        msg = _photo_msg("chelsea", 5_000_000_000, "pair_cam")
+        client.publish_until(
+            pub, msg, lambda: clouds and landmark_clouds, what="keypoints of two instances"
+        )
+        ids, uv, _ = cloud_to_keypoints(clouds[0])
+        instances = cloud_to_instances(clouds[0])
+        assert ids.tolist() == list(range(NUM_KEYPOINTS)) * 2
+        assert instances.tolist() == [0] * NUM_KEYPOINTS + [1] * NUM_KEYPOINTS
+        assert in_image(uv, msg.width, msg.height)
+        # Numbered left to right: instance 0's keypoints lie left of instance 1's on average.
+        assert uv[:NUM_KEYPOINTS, 0].mean() <= uv[NUM_KEYPOINTS:, 0].mean()
+        lm_ids, _, _ = cloud_to_keypoints(landmark_clouds[0])
+        assert lm_ids.tolist() == list(range(NUM_LANDMARKS)) * 2
+        assert (
+            cloud_to_instances(landmark_clouds[0]).tolist()
+            == [0] * NUM_LANDMARKS + [1] * NUM_LANDMARKS
+        )
+        assert node.alive, node.output()
