@@ -138,3 +138,24 @@ def test_every_top_k_strategy_trains_and_selects(mapper, images):
             assert int(counts[cfg.num_candidates :].sum()) == 0
     assert not torch.equal(contexts["gaussian"], contexts["entropy"])
     assert not torch.equal(contexts["gaussian"], contexts["consistent"])
+
+
+def test_two_subjects_train_and_select_with_their_own_targets(mapper, images):
+    """num_subjects changes the ranking's and the loss's targets, so the context differs."""
+    one = TokenOptimizer(mapper, images, _config(steps=2), progress=False).run()
+    cfg = _config(steps=2, num_subjects=2)
+    two = TokenOptimizer(mapper, images, cfg, progress=False).run()
+    assert not torch.equal(one.context, two.context)
+    assert torch.isfinite(two.context).all()
+    selected, counts = select_best_tokens(
+        mapper,
+        images,
+        two.context,
+        num_images=3,
+        num_candidates=cfg.num_candidates,
+        top_k=cfg.top_k,
+        sigma=cfg.sigma,
+        progress=False,
+        num_subjects=2,
+    )
+    assert len(set(selected.tolist())) == cfg.top_k and int(counts.sum()) == 3 * cfg.top_k
