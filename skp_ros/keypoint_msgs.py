@@ -1,27 +1,34 @@
 """Keypoints as ``sensor_msgs/PointCloud2``: one point per keypoint and instance.
 
-Fields: float32 id, u, v, score, then uint32 instance.
+Fields, in this order (little-endian, point_step 32)::
 
-This is how visual-odometry front ends publish feature tracks: a standard message every ROS
-tool can record, replay and inspect, with no custom interface package to build. Layout written
-by :func:`keypoints_to_cloud`: ``u`` = x pixel (right), ``v`` = y pixel (down) in the input
-image, with the centre of the top-left pixel at (0, 0) as in OpenCV and image_geometry, so
-(u, v) project with the camera's CameraInfo directly; the header is
-the input image's; height 1, width = the number of points, point_step 20, little-endian;
-``is_dense`` is True unless a coordinate or score is NaN/inf. Ids are stored as float32, exact
-up to 2**24. ``instance`` numbers the instances of the object when the bundle (or the node's
-``num_subjects``) looks for several per image, left to right; each instance carries its own
-keypoints, with the same ids (0 for every point with one subject).
+    x, y, z    float32  offsets 0, 4, 8    position in the camera's optical frame (metres)
+    u, v       float32  offsets 12, 16     pixel of the input image
+    id         uint32   offset 20          keypoint id (index into ~/keypoint_info)
+    score      float32  offset 24          peak attention probability in [0, 1]
+    instance   uint32   offset 28          which instance of the object (0 with one subject)
+
+``x, y, z`` come first so RViz, PCL and tf tools read the cloud as they read any other: with
+the camera's CameraInfo they are the undistorted ray through (u, v) at z = 1 (a direction,
+not a distance); with an aligned depth image the metric 3-D point; with neither, or where
+depth is missing, NaN (RViz skips such points, and ``is_dense`` is then False). ``u`` = x pixel
+(right), ``v`` = y pixel (down), with the centre of the top-left pixel at (0, 0) as in OpenCV
+and image_geometry. The header is the input image's (stamp and frame_id, so the points live
+in the camera's optical frame). ``instance`` numbers the instances left to right when the
+bundle (or the node's ``num_subjects``) looks for several per image; each instance carries its
+own keypoints with the same ids.
 
 Decode our messages (or any cloud with those field names) with::
 
-    from skp_ros.keypoint_msgs import cloud_to_instances, cloud_to_keypoints
+    from skp_ros.keypoint_msgs import cloud_to_instances, cloud_to_keypoints, cloud_to_points
 
     ids, uv, scores = cloud_to_keypoints(msg)  # int32 [K], float32 [K, 2] (u, v), float32 [K]
+    xyz = cloud_to_points(msg)  # float32 [K, 3]; NaN where there is no position
     instances = cloud_to_instances(msg)  # int32 [K]; zeros for clouds without the field
 
 Decoding looks fields up by name and offset, so field order, extra fields, padding,
-``row_step`` and ``is_bigendian`` written by other tools are all honoured.
+``row_step``, ``is_bigendian`` and the id/u/v/score clouds of skp before 0.3 (id as float32,
+no x, y, z) are all honoured.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ import array
 from typing import Any, NamedTuple
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
+
+from skp_ros.headers import copy_header
 
 __all__ = [
     "KEYPOINT_FIELDS",
@@ -41,6 +49,7 @@ __all__ = [
     "KeypointCloudError",
     "cloud_to_instances",
     "cloud_to_keypoints",
+    "cloud_to_points",
     "keypoints_to_cloud",
 ]
 
@@ -59,18 +68,21 @@ class FieldSpec(NamedTuple):
 
 
 KEYPOINT_FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("id", 0, PointField.FLOAT32, 1),
-    FieldSpec("u", 4, PointField.FLOAT32, 1),
-    FieldSpec("v", 8, PointField.FLOAT32, 1),
-    FieldSpec("score", 12, PointField.FLOAT32, 1),
-    FieldSpec("instance", 16, PointField.UINT32, 1),
+    FieldSpec("x", 0, PointField.FLOAT32, 1),
+    FieldSpec("y", 4, PointField.FLOAT32, 1),
+    FieldSpec("z", 8, PointField.FLOAT32, 1),
+    FieldSpec("u", 12, PointField.FLOAT32, 1),
+    FieldSpec("v", 16, PointField.FLOAT32, 1),
+    FieldSpec("id", 20, PointField.UINT32, 1),
+    FieldSpec("score", 24, PointField.FLOAT32, 1),
+    FieldSpec("instance", 28, PointField.UINT32, 1),
 )
 """The fields written by :func:`keypoints_to_cloud`, in order."""
 
-KEYPOINT_POINT_STEP = 20
+KEYPOINT_POINT_STEP = 32
 """Bytes per keypoint in clouds written by :func:`keypoints_to_cloud`."""
 
-_MAX_EXACT_ID = 2**24  # largest integer range float32 represents exactly
+_MAX_ID = np.iinfo(np.uint32).max
 
 _STRUCT_DTYPE = np.dtype(
     {
@@ -94,14 +106,6 @@ _POINTFIELD_DTYPES: dict[int, str] = {
 }
 
 
-def _copy_header(header: Header | None) -> Header:
-    """Copy stamp and frame_id, so later edits of the caller's header never alter our message."""
-    if header is None:
-        return Header()
-    stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)
-    return Header(stamp=stamp, frame_id=header.frame_id)
-
-
 def _numeric_array(values: Any, name: str) -> np.ndarray:
     """Turn input into a real-valued numpy array, or say which argument was wrong."""
     try:
@@ -113,55 +117,64 @@ def _numeric_array(values: Any, name: str) -> np.ndarray:
     return result
 
 
+def _integer_ids(values: Any, name: str, count: int | None) -> np.ndarray:
+    """A 1-D integer array in the uint32 range (``count`` long when given), or an error."""
+    result = _numeric_array(values, name)
+    if result.ndim != 1 or result.dtype.kind not in "iu":
+        raise KeypointCloudError(
+            f"{name} must be a 1-D integer array, got shape {result.shape} dtype {result.dtype}"
+        )
+    if count is not None and result.shape[0] != count:
+        raise KeypointCloudError(f"{name} must hold {count} values, got {result.shape[0]}")
+    if result.size and (result.min() < 0 or result.max() > _MAX_ID):
+        raise KeypointCloudError(f"{name} must lie in the uint32 range [0, {_MAX_ID}]")
+    return result
+
+
 def keypoints_to_cloud(
     header: Header | None,
     ids: np.ndarray,
     uv: np.ndarray,
     scores: np.ndarray,
     instances: np.ndarray | None = None,
+    xyz: np.ndarray | None = None,
 ) -> PointCloud2:
     """Pack K keypoints into a PointCloud2 (layout in the module docstring).
 
-    ``ids`` are integer keypoint ids in [0, 2**24] (int dtype), ``uv`` is [K, 2] pixel
-    coordinates (x right, y down), ``scores`` is [K] and ``instances`` [K] the instance of
-    each point (integers >= 0; None: all 0). The header (stamp and frame_id of the input
-    image) is copied. Raises :class:`KeypointCloudError` on inconsistent input.
+    ``ids`` are integer keypoint ids (uint32 range), ``uv`` is [K, 2] pixel coordinates (x
+    right, y down), ``scores`` is [K], ``instances`` [K] the instance of each point (None: all
+    0) and ``xyz`` [K, 3] positions in the camera's optical frame (None: all NaN, no
+    geometry known). The header (stamp and frame_id of the input image) is copied. Raises
+    :class:`KeypointCloudError` on inconsistent input.
     """
-    ids_array = _numeric_array(ids, "ids")
+    ids_array = _integer_ids(ids, "ids", None)
+    count = ids_array.shape[0]
     uv_array = _numeric_array(uv, "uv")
     scores_array = _numeric_array(scores, "scores")
-    if ids_array.ndim != 1 or ids_array.dtype.kind not in "iu":
-        raise KeypointCloudError(
-            f"ids must be a 1-D integer array, got shape {ids_array.shape} dtype {ids_array.dtype}"
-        )
-    count = ids_array.shape[0]
     if uv_array.shape != (count, 2):
         raise KeypointCloudError(f"uv must have shape ({count}, 2), got {uv_array.shape}")
     if scores_array.shape != (count,):
         raise KeypointCloudError(f"scores must have shape ({count},), got {scores_array.shape}")
-    if count and (ids_array.min() < 0 or ids_array.max() > _MAX_EXACT_ID):
-        raise KeypointCloudError(f"ids must lie in [0, {_MAX_EXACT_ID}] to be exact in float32")
     instance_array = np.zeros(count, dtype=np.int64)
     if instances is not None:
-        instance_array = _numeric_array(instances, "instances")
-        if instance_array.shape != (count,) or instance_array.dtype.kind not in "iu":
-            raise KeypointCloudError(
-                f"instances must be {count} integers, got shape {instance_array.shape} "
-                f"dtype {instance_array.dtype}"
-            )
-        if count and (instance_array.min() < 0 or instance_array.max() > np.iinfo(np.uint32).max):
-            raise KeypointCloudError("instances must lie in the uint32 range")
+        instance_array = _integer_ids(instances, "instances", count)
+    xyz_array = np.full((count, 3), np.nan, dtype=np.float32)
+    if xyz is not None:
+        xyz_array = _numeric_array(xyz, "xyz")
+        if xyz_array.shape != (count, 3):
+            raise KeypointCloudError(f"xyz must have shape ({count}, 3), got {xyz_array.shape}")
     points = np.zeros(count, dtype=_STRUCT_DTYPE)
-    points["id"] = ids_array
+    points["x"], points["y"], points["z"] = xyz_array[:, 0], xyz_array[:, 1], xyz_array[:, 2]
     points["u"] = uv_array[:, 0]
     points["v"] = uv_array[:, 1]
+    points["id"] = ids_array
     points["score"] = scores_array
     points["instance"] = instance_array
     data = array.array("B")
     data.frombytes(points.view(np.uint8))
-    finite = np.isfinite(uv_array).all() and np.isfinite(scores_array).all()
+    finite = all(np.isfinite(a).all() for a in (xyz_array, uv_array, scores_array))
     return PointCloud2(
-        header=_copy_header(header),
+        header=copy_header(header),
         height=1,
         width=count,
         fields=[
@@ -200,12 +213,12 @@ def _cloud_buffer(data: Any) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-_OPTIONAL_FIELDS = frozenset({"instance"})
+_OPTIONAL_FIELDS = frozenset({"x", "y", "z", "instance"})
 """Fields a decoded cloud may lack (clouds of older skp versions and of other tools)."""
 
 
 def _find_fields(msg: PointCloud2, point_step: int) -> dict[str, tuple[int, np.dtype]]:
-    """Locate id/u/v/score (and instance, if present) by name; each must lie inside one point."""
+    """Locate id/u/v/score (and x/y/z/instance, if present) by name, each inside one point."""
     by_name: dict[str, Any] = {}
     for field in msg.fields:
         if field.name in by_name:
@@ -257,6 +270,14 @@ def cloud_to_instances(msg: PointCloud2) -> np.ndarray:
     return _decoded_columns(msg)["instance"]
 
 
+def cloud_to_points(msg: PointCloud2) -> np.ndarray:
+    """The x, y, z of every point, float32 [K, 3], in the order of :func:`cloud_to_keypoints`.
+
+    NaN where the node knew no position, and everywhere for clouds without x, y, z.
+    """
+    return _decoded_columns(msg)["xyz"]
+
+
 def _decoded_columns(msg: PointCloud2) -> dict[str, np.ndarray]:
     try:
         return _decode_cloud(msg)
@@ -306,7 +327,12 @@ def _decode_cloud(msg: PointCloud2) -> dict[str, np.ndarray]:
         )
         columns[name] = grid.reshape(-1)
     instances = columns.get("instance")
+    if all(axis in columns for axis in "xyz"):
+        xyz = np.stack([columns[axis] for axis in "xyz"], axis=1).astype(np.float32)
+    else:
+        xyz = np.full((count, 3), np.nan, dtype=np.float32)
     return {
+        "xyz": xyz.reshape(-1, 3),
         "id": _integer_column(columns["id"], "id"),
         "uv": np.stack([columns["u"], columns["v"]], axis=1).astype(np.float32).reshape(-1, 2),
         "score": columns["score"].astype(np.float32),

@@ -23,10 +23,11 @@ from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-ParamValue = bool | int | float | str
+ParamValue = bool | int | float | str | list[int] | list[str]
 Check = Callable[[Any], str | None]
 
-_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_NAMESPACE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 _TOPIC = re.compile(r"^~?/?[A-Za-z_{][A-Za-z0-9_{}/~]*$")
 
 
@@ -66,7 +67,34 @@ def _unit_interval(value: Any) -> str | None:
 
 def _device(value: Any) -> str | None:
     if not _DEVICE.match(value):
-        return f"must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}"
+        return f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}"
+    return None
+
+
+def _cameras(value: Any) -> str | None:
+    bad = [name for name in value if not _NAMESPACE.match(name)]
+    if bad:
+        return f"must list camera namespaces (e.g. [front, rear]); invalid: {bad}"
+    if len(set(value)) != len(value):
+        return f"lists a camera twice: {list(value)}"
+    return None
+
+
+def _roi(value: Any) -> str | None:
+    if len(value) != 4 or any(v < 0 for v in value):
+        return f"must be [x, y, width, height] with 4 values >= 0 (all 0: none), got {list(value)}"
+    return None
+
+
+def _odd_window(value: Any) -> str | None:
+    if value < 1 or value > 99 or value % 2 == 0:
+        return f"must be an odd number of pixels in 1..99, got {value}"
+    return None
+
+
+def _fraction_of_box(value: Any) -> str | None:
+    if not math.isfinite(value) or not 0.0 <= value <= 2.0:
+        return f"must lie in [0, 2] (a fraction of the box's size), got {value}"
     return None
 
 
@@ -96,43 +124,10 @@ class ParamSpec:
     runtime: bool = False
     constraints: str = ""
 
-
-_RELIABILITY = ("reliable", "best_effort")
-_DURABILITY = ("volatile", "transient_local")
-_HISTORY = ("keep_last", "keep_all")
-
-
-def _qos_specs(prefix: str, reliability: str, depth: int, what: str) -> tuple[ParamSpec, ...]:
-    return (
-        ParamSpec(
-            f"{prefix}_qos_reliability",
-            reliability,
-            f"QoS reliability of the {what}.",
-            _one_of(*_RELIABILITY),
-            constraints="reliable | best_effort",
-        ),
-        ParamSpec(
-            f"{prefix}_qos_durability",
-            "volatile",
-            f"QoS durability of the {what}.",
-            _one_of(*_DURABILITY),
-            constraints="volatile | transient_local",
-        ),
-        ParamSpec(
-            f"{prefix}_qos_history",
-            "keep_last",
-            f"QoS history of the {what}.",
-            _one_of(*_HISTORY),
-            constraints="keep_last | keep_all",
-        ),
-        ParamSpec(
-            f"{prefix}_qos_depth",
-            depth,
-            f"QoS history depth of the {what}.",
-            _at_least(1),
-            constraints=">= 1",
-        ),
-    )
+    @property
+    def unset_when_empty(self) -> bool:
+        """An empty list default: ROS cannot type it, so it is declared typed but unset."""
+        return isinstance(self.default, list) and not self.default
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -150,11 +145,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "device",
-        "cuda",
-        "Torch device for the backbone. If CUDA is requested but absent, configure fails "
-        "unless allow_cpu_fallback is true.",
+        "auto",
+        "Torch device for the backbone. auto: CUDA when available, else the CPU with a "
+        "warning in the log and diagnostics. An explicit cuda that is absent fails configure.",
         _device,
-        constraints="cpu | cuda | cuda:N | mps",
+        constraints="auto | cpu | cuda | cuda:N | mps",
     ),
     ParamSpec(
         "dtype",
@@ -218,6 +213,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         constraints=">= 0",
     ),
     ParamSpec(
+        "cameras",
+        [],
+        "Camera namespaces served by this one node and model (e.g. [front, rear]): camera C "
+        "reads C/image, C/camera_info, C/depth, C/roi and publishes under ~/C/. Empty: one "
+        "camera on image, camera_info, depth, roi and outputs directly under ~/.",
+        _cameras,
+        constraints="list of namespaces",
+    ),
+    ParamSpec(
         "image_topic",
         "image",
         "Input topic (remappable as 'image'); with input_transport 'compressed' the node "
@@ -231,8 +235,61 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         _one_of("raw", "compressed"),
         constraints="raw | compressed",
     ),
-    *_qos_specs("input", "best_effort", 1, "image subscription (sensor-data QoS by default)"),
-    *_qos_specs("output", "reliable", 5, "keypoint, landmark and debug image publishers"),
+    ParamSpec(
+        "use_depth",
+        False,
+        "Subscribe to a depth image registered to the colour camera (depth: 16UC1 mm or "
+        "32FC1 m) and publish metric 3-D keypoints (needs camera_info too).",
+    ),
+    ParamSpec(
+        "depth_stamp_tolerance",
+        0.05,
+        "Largest stamp difference in seconds between an image and the depth image matched to "
+        "it; frames without a match get rays (z = 1) instead of 3-D points.",
+        _non_negative_float,
+        runtime=True,
+        constraints=">= 0",
+    ),
+    ParamSpec(
+        "depth_window",
+        5,
+        "Side in pixels of the square around a keypoint whose valid depth pixels' median is "
+        "its depth (robust at object edges); NaN when none is valid.",
+        _odd_window,
+        runtime=True,
+        constraints="odd, 1..99",
+    ),
+    ParamSpec(
+        "roi",
+        [0, 0, 0, 0],
+        "Static region of interest [x, y, width, height] in input pixels: the node crops to "
+        "it (plus roi_margin), runs, and maps keypoints back. All 0: the whole image.",
+        _roi,
+        runtime=True,
+        constraints="[x, y, width, height]",
+    ),
+    ParamSpec(
+        "use_roi_topic",
+        False,
+        "Subscribe to roi (sensor_msgs/RegionOfInterest, e.g. from an object detector); the "
+        "latest one replaces the static roi. An empty one (width or height 0) publishes nothing.",
+    ),
+    ParamSpec(
+        "roi_margin",
+        0.1,
+        "Margin added on every side of the region of interest, as a fraction of its size.",
+        _fraction_of_box,
+        runtime=True,
+        constraints="0.0 .. 2.0",
+    ),
+    ParamSpec(
+        "marker_diameter",
+        0.03,
+        "Diameter in metres of the ~/markers spheres (labels are as tall).",
+        _positive_float,
+        runtime=True,
+        constraints="> 0",
+    ),
     ParamSpec(
         "score_threshold",
         0.0,
@@ -290,17 +347,46 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         constraints="0.05 .. 3600",
     ),
     ParamSpec(
+        "expected_rate_min",
+        0.0,
+        "Lowest acceptable rate of processed frames in Hz (diagnostics WARN below it, with "
+        "10 % tolerance, as diagnostic_updater's FrequencyStatus). 0: no lower bound.",
+        _non_negative_float,
+        runtime=True,
+        constraints=">= 0",
+    ),
+    ParamSpec(
+        "expected_rate_max",
+        0.0,
+        "Highest acceptable rate of processed frames in Hz (WARN above it). 0: no upper bound.",
+        _non_negative_float,
+        runtime=True,
+        constraints=">= 0",
+    ),
+    ParamSpec(
+        "input_timeout",
+        5.0,
+        "Seconds without an input image after which diagnostics report ERROR (camera down "
+        "or a QoS mismatch).",
+        _positive_float,
+        runtime=True,
+        constraints="> 0",
+    ),
+    ParamSpec(
+        "max_stamp_age",
+        5.0,
+        "Largest acceptable age in seconds of an image's stamp when it arrives (diagnostics "
+        "ERROR beyond it, or for stamps more than 1 s in the future: TimeStampStatus).",
+        _positive_float,
+        runtime=True,
+        constraints="> 0",
+    ),
+    ParamSpec(
         "lazy",
         False,
         "Subscribe to images only while ~/keypoints, ~/landmarks or ~/debug_image has a "
         "subscriber (saves the GPU when nobody listens).",
         runtime=True,
-    ),
-    ParamSpec(
-        "allow_cpu_fallback",
-        False,
-        "If the requested CUDA device is absent, run on the CPU (float32) with a warning "
-        "instead of failing configure.",
     ),
     ParamSpec(
         "allow_download",
@@ -337,7 +423,16 @@ def check_value(name: str, value: Any) -> str | None:
     if spec is None:
         return f"unknown parameter {name!r}"
     expected = type(spec.default)
-    if type(value) is not expected:
+    if isinstance(spec.default, list):
+        if value is None and spec.unset_when_empty:
+            return None  # declared but unset: the empty default
+        if not isinstance(value, (list, tuple)) and type(value).__name__ != "array":
+            return f"parameter {name!r} must be a list, got {type(value).__name__} {value!r}"
+        value = list(value)
+        item = type(spec.default[0]) if spec.default else str
+        if any(type(v) is not item for v in value):
+            return f"parameter {name!r} must be a list of {item.__name__}, got {value!r}"
+    elif type(value) is not expected:
         return (
             f"parameter {name!r} must be of type {expected.__name__}, got "
             f"{type(value).__name__} {value!r}"
@@ -364,16 +459,16 @@ class NodeSettings:
     readout: str
     num_subjects: int
     seed: int
+    cameras: tuple[str, ...]
     image_topic: str
     input_transport: str
-    input_qos_reliability: str
-    input_qos_durability: str
-    input_qos_history: str
-    input_qos_depth: int
-    output_qos_reliability: str
-    output_qos_durability: str
-    output_qos_history: str
-    output_qos_depth: int
+    use_depth: bool
+    depth_stamp_tolerance: float
+    depth_window: int
+    roi: tuple[int, ...]
+    use_roi_topic: bool
+    roi_margin: float
+    marker_diameter: float
     score_threshold: float
     smoothing: str
     smoothing_min_cutoff: float
@@ -381,8 +476,11 @@ class NodeSettings:
     smoothing_d_cutoff: float
     debug_heatmap: bool
     diagnostics_period: float
+    expected_rate_min: float
+    expected_rate_max: float
+    input_timeout: float
+    max_stamp_age: float
     lazy: bool
-    allow_cpu_fallback: bool
     allow_download: bool
     autostart: bool
 
@@ -392,7 +490,14 @@ class NodeSettings:
         problems = [p for n in SPECS if (p := check_value(n, values.get(n))) is not None]
         if problems:
             raise ValueError("; ".join(problems))
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        return cls(**{f.name: normalized(f.name, values[f.name]) for f in fields(cls)})
+
+
+def normalized(name: str, value: Any) -> Any:
+    """A parameter value in its settled form: arrays as tuples, an unset list as ()."""
+    if isinstance(SPECS[name].default, list):
+        return tuple(value or ())
+    return value
 
 
 assert {f.name for f in fields(NodeSettings)} == set(SPECS), "NodeSettings must match PARAMETERS"
@@ -405,4 +510,5 @@ __all__ = [
     "ParamSpec",
     "check_value",
     "descriptor",
+    "normalized",
 ]

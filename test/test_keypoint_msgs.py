@@ -25,6 +25,7 @@ from skp_ros.keypoint_msgs import (
     KeypointCloudError,
     cloud_to_instances,
     cloud_to_keypoints,
+    cloud_to_points,
     keypoints_to_cloud,
 )
 
@@ -47,17 +48,22 @@ def _photo_keypoints() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_round_trip_preserves_values_header_and_layout() -> None:
     ids, uv, scores = _photo_keypoints()
     header = _header()
-    cloud = keypoints_to_cloud(header, ids, uv, scores)
+    xyz = np.column_stack([uv / 100.0, np.full(len(uv), 2.0)])
+    cloud = keypoints_to_cloud(header, ids, uv, scores, xyz=xyz)
     assert (cloud.height, cloud.width) == (1, ids.size)
-    assert cloud.point_step == KEYPOINT_POINT_STEP == 20
-    assert cloud.row_step == 20 * ids.size
+    assert cloud.point_step == KEYPOINT_POINT_STEP == 32
+    assert cloud.row_step == 32 * ids.size
     assert cloud.is_dense and not cloud.is_bigendian
+    # x, y, z first (RViz, PCL and tf read them), then pixels, a uint32 id, score, instance.
     assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [
-        ("id", 0, PointField.FLOAT32, 1),
-        ("u", 4, PointField.FLOAT32, 1),
-        ("v", 8, PointField.FLOAT32, 1),
-        ("score", 12, PointField.FLOAT32, 1),
-        ("instance", 16, PointField.UINT32, 1),
+        ("x", 0, PointField.FLOAT32, 1),
+        ("y", 4, PointField.FLOAT32, 1),
+        ("z", 8, PointField.FLOAT32, 1),
+        ("u", 12, PointField.FLOAT32, 1),
+        ("v", 16, PointField.FLOAT32, 1),
+        ("id", 20, PointField.UINT32, 1),
+        ("score", 24, PointField.FLOAT32, 1),
+        ("instance", 28, PointField.UINT32, 1),
     ]
     assert [tuple(spec) for spec in KEYPOINT_FIELDS] == [
         (f.name, f.offset, f.datatype, f.count) for f in cloud.fields
@@ -72,15 +78,43 @@ def test_round_trip_preserves_values_header_and_layout() -> None:
     np.testing.assert_array_equal(out_ids, ids)
     np.testing.assert_array_equal(out_uv, uv.astype(np.float32))
     np.testing.assert_array_equal(out_scores, scores.astype(np.float32))
+    np.testing.assert_array_equal(cloud_to_points(cloud), xyz.astype(np.float32))
+    # Without positions x, y, z are NaN (RViz skips them) and the cloud is not dense.
+    flat = keypoints_to_cloud(header, ids, uv, scores)
+    assert np.isnan(cloud_to_points(flat)).all() and not flat.is_dense
 
 
-def test_bytes_are_little_endian_id_u_v_score_instance() -> None:
-    cloud = keypoints_to_cloud(_header(), np.array([7, 9]), [[10.5, 20.25], [1.0, 2.0]], [0.5, 1])
-    first = struct.unpack("<4fI", bytes(cloud.data[:20]))
-    second = struct.unpack("<4fI", bytes(cloud.data[20:40]))
-    assert first == (7.0, 10.5, 20.25, 0.5, 0)
-    assert second == (9.0, 1.0, 2.0, 1.0, 0)
-    assert len(cloud.data) == 40
+def test_bytes_are_little_endian_x_y_z_u_v_id_score_instance() -> None:
+    cloud = keypoints_to_cloud(
+        _header(), np.array([7, 9]), [[10.5, 20.25], [1.0, 2.0]], [0.5, 1], np.array([0, 3]),
+        xyz=[[0.5, -0.25, 2.0], [1.0, 2.0, 3.0]],
+    )  # fmt: skip
+    first = struct.unpack("<5fIfI", bytes(cloud.data[:32]))
+    second = struct.unpack("<5fIfI", bytes(cloud.data[32:64]))
+    assert first == (0.5, -0.25, 2.0, 10.5, 20.25, 7, 0.5, 0)
+    assert second == (1.0, 2.0, 3.0, 1.0, 2.0, 9, 1.0, 3)
+    assert len(cloud.data) == 64
+
+
+def _legacy_cloud(points: list[tuple[float, float, float, float]]) -> PointCloud2:
+    """A cloud of skp before x, y, z: float32 id, u, v, score (16 bytes a point)."""
+    fields = [
+        PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, name in enumerate(("id", "u", "v", "score"))
+    ]
+    data = b"".join(struct.pack("<4f", *point) for point in points)
+    return PointCloud2(
+        height=1, width=len(points), fields=fields, point_step=16, row_step=16 * len(points),
+        data=array.array("B", data), is_dense=True,
+    )  # fmt: skip
+
+
+def test_clouds_of_earlier_skp_versions_still_decode() -> None:
+    cloud = _legacy_cloud([(3.0, 10.5, 20.0, 0.5), (4.0, 1.0, 2.0, 0.25)])
+    ids, uv, scores = cloud_to_keypoints(cloud)
+    assert ids.tolist() == [3, 4] and uv.tolist() == [[10.5, 20.0], [1.0, 2.0]]
+    assert scores.tolist() == [0.5, 0.25] and cloud_to_instances(cloud).tolist() == [0, 0]
+    assert np.isnan(cloud_to_points(cloud)).all()
 
 
 def test_instances_round_trip_and_default_to_zero() -> None:
@@ -89,13 +123,13 @@ def test_instances_round_trip_and_default_to_zero() -> None:
     cloud = keypoints_to_cloud(_header(), ids, uv, [0.9, 0.8, 0.7, 0.6], np.array([0, 0, 1, 1]))
     assert cloud_to_instances(cloud).tolist() == [0, 0, 1, 1]
     assert cloud_to_instances(cloud).dtype == np.int32
-    assert struct.unpack("<I", bytes(cloud.data[56:60])) == (1,)
+    assert struct.unpack("<I", bytes(cloud.data[92:96])) == (1,)
     assert cloud_to_keypoints(cloud)[0].tolist() == [0, 1, 0, 1]
     # A cloud without the field (older skp, other tools) is one instance.
     assert cloud_to_instances(_foreign_cloud(_FOREIGN_POINTS)).tolist() == [0] * len(
         _FOREIGN_POINTS
     )
-    with pytest.raises(KeypointCloudError, match="instances must be 4 integers"):
+    with pytest.raises(KeypointCloudError, match="instances must be a 1-D integer array"):
         keypoints_to_cloud(None, ids, uv, [0.9, 0.8, 0.7, 0.6], np.array([0.5, 0, 1, 1]))
     with pytest.raises(KeypointCloudError, match="uint32"):
         keypoints_to_cloud(None, ids, uv, [0.9, 0.8, 0.7, 0.6], np.array([-1, 0, 1, 1]))
@@ -200,7 +234,7 @@ def _field_changed(name: str, **changes: object) -> PointCloud2:
     [
         (_without("score"), r"lacks keypoint field\(s\) \['score'\]"),
         (_without("u"), r"\['u'\]"),
-        (_foreign_cloud(_FOREIGN_POINTS, fields=[]), r"\['id', 'u', 'v', 'score'\]"),
+        (_foreign_cloud(_FOREIGN_POINTS, fields=[]), r"\['u', 'v', 'id', 'score'\]"),
         (_field_changed("u", offset=26), "does not fit in point_step 28"),
         (_field_changed("v", datatype=42), "unknown datatype 42"),
         (_field_changed("id", count=3), "count 3"),
@@ -221,8 +255,7 @@ def test_duplicate_field_and_non_integer_ids_are_rejected() -> None:
     cloud.fields = [*cloud.fields, PointField(name="u", offset=0, datatype=7, count=1)]
     with pytest.raises(KeypointCloudError, match="more than once"):
         cloud_to_keypoints(cloud)
-    fractional = keypoints_to_cloud(None, np.array([1]), [[1.0, 2.0]], [0.5])
-    fractional.data = array.array("B", struct.pack("<4fI", 1.5, 1.0, 2.0, 0.5, 0))
+    fractional = _legacy_cloud([(1.5, 1.0, 2.0, 0.5)])
     with pytest.raises(KeypointCloudError, match="non-integer"):
         cloud_to_keypoints(fractional)
 
@@ -234,8 +267,8 @@ def test_duplicate_field_and_non_integer_ids_are_rejected() -> None:
         (np.array([0, 1]), np.zeros((2, 2)), np.zeros(3), r"scores must have shape \(2,\)"),
         (np.array([0.0, 1.0]), np.zeros((2, 2)), np.zeros(2), "integer"),
         (np.array([[0, 1]]), np.zeros((2, 2)), np.zeros(2), "1-D"),
-        (np.array([-1]), np.zeros((1, 2)), np.zeros(1), "ids must lie in"),
-        (np.array([2**24 + 1]), np.zeros((1, 2)), np.zeros(1), "exact in float32"),
+        (np.array([-1]), np.zeros((1, 2)), np.zeros(1), "ids must lie in the uint32 range"),
+        (np.array([2**32]), np.zeros((1, 2)), np.zeros(1), "uint32"),
         (np.array([0]), np.array([["a", "b"]]), np.zeros(1), "numeric"),
     ],
 )

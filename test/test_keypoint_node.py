@@ -121,9 +121,12 @@ def test_parameter_table_is_consistent():
     assert all(spec.description.endswith(".") for spec in PARAMETERS)
     defaults = {spec.name: spec.default for spec in PARAMETERS}
     settings = NodeSettings.from_values(defaults)
-    assert settings.input_qos_reliability == "best_effort"
-    assert settings.output_qos_reliability == "reliable"
-    assert check_value("device", "cuda:1") is None
+    assert settings.device == "auto" and settings.cameras == () and settings.roi == (0, 0, 0, 0)
+    assert check_value("device", "cuda:1") is None and check_value("device", "auto") is None
+    assert check_value("cameras", ["front", "rear"]) is None
+    assert "twice" in check_value("cameras", ["front", "front"])
+    assert "[x, y, width, height]" in check_value("roi", [1, 2, 3])
+    assert "odd" in check_value("depth_window", 4)
     assert (
         check_value("readout", "weighted_avg") is None and check_value("readout", "bundle") is None
     )
@@ -409,11 +412,12 @@ def test_compressed_input_qos_warning_lazy_and_clean_exit(client, bundles, tmp_p
         bundle=bundles["plain"],
         device="cpu",
         input_transport="compressed",
-        input_qos_reliability="reliable",
         lazy=True,
         diagnostics_period=0.2,
     )
     args += ["-r", "__node:=skp_compressed", "-r", "image:=/cam_b/image"]
+    # The standard start-up override (rclpy's QoSOverridingOptions) makes the input RELIABLE.
+    args += ["-p", "qos_overrides./cam_b/image/compressed.subscription.reliability:=reliable"]
     node_name, topic = "/skp_compressed", "/cam_b/image/compressed"
     node = NodeProcess(keypoint_node_argv(args), tmp_path / "node.log")
     try:
@@ -436,7 +440,7 @@ def test_compressed_input_qos_warning_lazy_and_clean_exit(client, bundles, tmp_p
             lambda: "QoS mismatch on input /cam_b/image/compressed" in node.output(),
             what="the QoS mismatch warning",
         )
-        assert "input_qos_reliability" in node.output()
+        assert "qos_overrides./cam_b/image/compressed.subscription.reliability" in node.output()
         client.node.destroy_publisher(best_effort_pub)
 
         for i, name in enumerate(PHOTOS):
@@ -543,16 +547,19 @@ def test_lifecycle_transitions_and_clear_configure_failures(client, bundles, tmp
             node.wait_for_output(message)
         assert client.set_parameters(name, bundle=str(bundles["plain"]))[0].successful
 
-        # 4. CUDA requested where there is none: fails, unless CPU fallback is allowed.
+        # 4. CUDA requested where there is none: fails; device auto falls back to the CPU
+        # with a WARN in the log and in diagnostics.
         assert client.set_parameters(name, model="", device="cuda")[0].successful
         if not torch.cuda.is_available():
             assert not client.change_state(name, "configure")
             node.wait_for_output("device 'cuda' was requested but CUDA is not available")
-            assert "allow_cpu_fallback:=true" in node.output()
-            assert client.set_parameters(name, allow_cpu_fallback=True)[0].successful
+            assert "device:=auto" in node.output()
+        assert client.set_parameters(name, device="auto")[0].successful
         assert client.change_state(name, "configure")
         if not torch.cuda.is_available():
-            node.wait_for_output("running on the CPU because allow_cpu_fallback is true")
+            node.wait_for_output("device auto: no CUDA device")
+            warned = client.wait_diagnostics(name, lambda v: v["state"] == "inactive")
+            assert warned["_level"] == "1" and "running on the CPU" in warned["_message"]
         assert client.get_state(name) == "inactive"
 
         # Configure-time parameters are locked while configured, with the reason.
