@@ -15,11 +15,13 @@ millimetres, NaN / inf / <= 0 in 32FC1 metres.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
+from skp_ros.headers import copy_header
 from skp_ros.image_conversion import ImageConversionError, image_msg_to_array
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "depth_at",
     "depth_image_metres",
     "keypoint_positions",
+    "pinhole_camera_info",
 ]
 
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
@@ -185,3 +188,22 @@ def keypoint_positions(
     if depth is None:
         return rays
     return rays * depth_at(depth, uv, window, image_size)[:, None]
+
+
+def pinhole_camera_info(k: np.ndarray, width: int, height: int, header: Any = None) -> CameraInfo:
+    """A CameraInfo for an undistorted pinhole ``k`` (e.g. the synthetic sweep camera)."""
+    info = CameraInfo(
+        width=int(width),
+        height=int(height),
+        distortion_model="plumb_bob",
+        d=[0.0] * 5,
+        k=[float(v) for v in np.asarray(k, dtype=np.float64).reshape(9)],
+        r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        p=[
+            float(v)
+            for v in np.hstack([np.asarray(k, dtype=np.float64), np.zeros((3, 1))]).reshape(12)
+        ],
+    )
+    if header is not None:
+        info.header = copy_header(header)
+    return info

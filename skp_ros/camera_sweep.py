@@ -74,3 +74,33 @@ def camera_sweep(
     """The first `num_frames` frames of the sweep."""
     for index in range(num_frames):
         yield sweep_frame(photo, index, width, height, period)
+
+
+SWEEP_DISTANCE_M = 1.5
+"""The photo is a poster this far in front of the camera at the sweep's mean zoom."""
+
+
+def sweep_intrinsics(width: int = 640, height: int = 480) -> np.ndarray:
+    """The sweep camera's K [3, 3]: a pinhole of focal length ``width`` (about 53° across).
+
+    No distortion: the frames are rendered by an affine warp, so the ideal pinhole is exact.
+    """
+    focal = float(width)
+    return np.array(
+        [[focal, 0.0, (width - 1) / 2.0], [0.0, focal, (height - 1) / 2.0], [0.0, 0.0, 1.0]]
+    )
+
+
+def sweep_distance(index: int, period: int = 90) -> float:
+    """Metres from the camera to the poster in frame ``index``: zooming in is moving closer.
+
+    The sweep's scale is 1.1 + 0.1 sin(phase); the image of a plane scales as 1 / distance.
+    """
+    phase = 2.0 * math.pi * (index % period) / period
+    return SWEEP_DISTANCE_M * 1.1 / (1.1 + 0.1 * math.sin(phase))
+
+
+def sweep_depth(index: int, width: int = 640, height: int = 480, period: int = 90) -> np.ndarray:
+    """Frame ``index``'s depth image registered to it: uint16 millimetres (16UC1), a plane."""
+    millimetres = round(sweep_distance(index, period) * 1000.0)
+    return np.full((height, width), millimetres, dtype=np.uint16)

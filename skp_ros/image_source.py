@@ -1,6 +1,9 @@
 """A synthetic camera node: publishes a sweep over a real photo (like image_tools' cam2image).
 
-It lets anyone try the keypoint node, and lets the tests drive it, without a camera.
+It lets anyone try the keypoint node, and lets the tests drive it, without a camera. Like a
+real camera driver it also publishes ``camera_info`` beside the image topic (an ideal pinhole)
+and, with ``depth:=true``, a registered 16UC1 depth image of the photo as a poster in front of
+the camera, so the node's 3-D output can be tried too.
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ import sys
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from skp_ros.camera_sweep import sample_photo, sweep_frame
-from skp_ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
+from skp_ros.camera_geometry import pinhole_camera_info
+from skp_ros.camera_sweep import sample_photo, sweep_depth, sweep_frame, sweep_intrinsics
+from skp_ros.image_conversion import array_to_image_msg, rgb_to_compressed_msg, rgb_to_image_msg
 from skp_ros.process import node_usage, spin_node, wants_help
 from skp_ros.qos import describe_qos, make_qos
 
@@ -26,6 +30,8 @@ PARAMETERS: tuple[tuple[str, object, str], ...] = (
     ("compressed", False, "Publish sensor_msgs/CompressedImage (JPEG) on TOPIC/compressed."),
     ("frame_id", "camera", "frame_id of the published headers."),
     ("num_frames", 0, "Stop after this many frames (0: never)."),
+    ("depth", False, "Also publish a registered 16UC1 depth image (millimetres) on depth_topic."),
+    ("depth_topic", "depth/image_raw", "Topic of the depth images."),
     ("qos_reliability", "best_effort", "reliable or best_effort."),
     ("qos_durability", "volatile", "volatile or transient_local."),
     ("qos_history", "keep_last", "keep_last or keep_all."),
@@ -61,6 +67,12 @@ class ImageSource(Node):
             self.publisher = self.create_publisher(CompressedImage, f"{self.topic}/compressed", qos)
         else:
             self.publisher = self.create_publisher(Image, self.topic, qos)
+        namespace = self.publisher.topic_name.removesuffix("/compressed").rsplit("/", 1)[0]
+        self.info_publisher = self.create_publisher(CameraInfo, f"{namespace}/camera_info", qos)
+        self.depth_publisher = None
+        if value["depth"]:
+            self.depth_publisher = self.create_publisher(Image, value["depth_topic"], qos)
+        self.intrinsics = sweep_intrinsics(self.width, self.height)
         self.count = 0
         self.publish_failures = 0
         self.timer = self.create_timer(1.0 / self.rate_hz, self._tick)
@@ -80,11 +92,18 @@ class ImageSource(Node):
             msg = rgb_to_image_msg(rgb, encoding=self.encoding)
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.frame_id
-        try:
-            self.publisher.publish(msg)
-        except Exception as exc:  # RELIABLE at max rate may fail transiently
-            self.publish_failures += 1
-            self.get_logger().warning(f"publish failed ({self.publish_failures}): {exc}")
+        outgoing = [(self.publisher, msg)]
+        info = pinhole_camera_info(self.intrinsics, self.width, self.height, msg.header)
+        outgoing.append((self.info_publisher, info))
+        if self.depth_publisher is not None:
+            depth = sweep_depth(self.count, self.width, self.height)
+            outgoing.append((self.depth_publisher, array_to_image_msg(depth, "16UC1", msg.header)))
+        for publisher, message in outgoing:
+            try:
+                publisher.publish(message)
+            except Exception as exc:  # RELIABLE at max rate may fail transiently
+                self.publish_failures += 1
+                self.get_logger().warning(f"publish failed ({self.publish_failures}): {exc}")
         self.count += 1
 
 

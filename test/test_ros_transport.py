@@ -13,11 +13,11 @@ import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from ros_support import child_env, ros_process, wait_until
-from skp_ros.camera_sweep import sample_photo, sweep_frame
-from skp_ros.image_conversion import image_msg_to_rgb
+from skp_ros.camera_sweep import sample_photo, sweep_frame, sweep_intrinsics
+from skp_ros.image_conversion import image_msg_to_array, image_msg_to_rgb
 
 pytestmark = pytest.mark.ros
 
@@ -34,15 +34,22 @@ def test_image_source_process_delivers_sweep_frames(rclpy_context):
     executor = SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(node)
     received: list[Image] = []
+    infos: list[CameraInfo] = []
+    depths: list[Image] = []
     node.create_subscription(Image, "probe/image", received.append, qos_profile_sensor_data)
+    node.create_subscription(CameraInfo, "probe/camera_info", infos.append, qos_profile_sensor_data)
+    node.create_subscription(Image, "probe/depth", depths.append, qos_profile_sensor_data)
     args = [
         "-m", "skp_ros.image_source", "--ros-args",
         "-p", "topic:=probe/image", "-p", f"width:={width}", "-p", f"height:={height}",
         "-p", "rate_hz:=30.0", "-p", "frame_id:=probe_cam",
+        "-p", "depth:=true", "-p", "depth_topic:=probe/depth",
     ]  # fmt: skip
     with ros_process(args, child_env()) as proc:
         wait_until(
-            lambda: len(received) >= frames_wanted or proc.poll() is not None,
+            lambda: (
+                (len(received) >= frames_wanted and infos and depths) or proc.poll() is not None
+            ),
             spin=lambda t: executor.spin_once(timeout_sec=t),
             what=f"{frames_wanted} images from the image source",
         )
@@ -61,3 +68,12 @@ def test_image_source_process_delivers_sweep_frames(rclpy_context):
         assert any(np.array_equal(rgb, e) for e in expected)
         stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
     assert np.all(np.diff(stamps) > 0), "stamps must increase"
+    # Like a camera driver: camera_info beside the image (the sweep's pinhole) and a registered
+    # 16UC1 depth image of the poster, each with its image's header.
+    info = infos[0]
+    assert (info.width, info.height, info.header.frame_id) == (width, height, "probe_cam")
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), sweep_intrinsics(width, height))
+    depth = depths[0]
+    assert (depth.encoding, depth.width, depth.height) == ("16UC1", width, height)
+    millimetres = image_msg_to_array(depth)[..., 0]
+    assert 1300 <= int(millimetres.min()) == int(millimetres.max()) <= 1700
