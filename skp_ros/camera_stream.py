@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.publisher import Publisher
@@ -30,7 +31,7 @@ from skp_ros.bag_io import stamp_to_ns
 from skp_ros.camera_geometry import CameraGeometryError, CameraModel
 from skp_ros.diagnostics import FrameStats
 from skp_ros.qos import IMAGE_QOS, OUTPUT_QOS, SIDE_INPUT_QOS, overriding_options
-from skp_ros.roi import Box, box_from_msg
+from skp_ros.roi import Box, Crop, box_from_msg
 
 __all__ = ["CameraStream", "CameraTopics", "camera_info_topic"]
 
@@ -229,6 +230,40 @@ class CameraStream:
             self._side.roi, self._side.roi_seen = box_from_msg(msg), True
 
     # ------------------------------------------------------------------ worker side
+
+    def reset_smoothers(self, runtime: dict[str, Any]) -> None:
+        """New temporal filters from the node's smoothing parameters."""
+        from skp_core.smoothing import make_smoother
+
+        options = {
+            "min_cutoff": runtime["smoothing_min_cutoff"],
+            "beta": runtime["smoothing_beta"],
+            "d_cutoff": runtime["smoothing_d_cutoff"],
+        }
+        kind = runtime["smoothing"]
+        self.smoothers = [make_smoother(kind, **options), make_smoother(kind, **options), None]
+
+    def smooth(
+        self, stamp: float, detection: Any, crop: Crop, image_size: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Keypoints and landmarks [n, K, 2] of every instance in full-image pixels, filtered.
+
+        Identity when smoothing is off. Instances are numbered left to right, so instance i's
+        keypoint k is filtered as one stream; a new image size or crop restarts the filters.
+        """
+        keypoint_filter, landmark_filter, last = self.smoothers
+        if (image_size, crop) != last:
+            keypoint_filter.reset()
+            landmark_filter.reset()
+            self.smoothers[2] = (image_size, crop)
+        instances = detection.instances
+        pixels = crop.to_full(np.stack([instance.pixels for instance in instances]))
+        uv = keypoint_filter(stamp, pixels.reshape(-1, 2)).reshape(pixels.shape)
+        landmarks = None
+        if detection.landmarks_pixels is not None:
+            stacked = crop.to_full(np.stack([i.landmarks_pixels for i in instances]))
+            landmarks = landmark_filter(stamp, stacked.reshape(-1, 2)).reshape(stacked.shape)
+        return uv, landmarks
 
     def camera(self) -> tuple[CameraModel | None, str]:
         """The newest usable camera model, or None and why there is none."""

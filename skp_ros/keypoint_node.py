@@ -58,7 +58,6 @@ from std_srvs.srv import SetBool
 from skp_ros.bag_io import stamp_to_ns
 from skp_ros.camera_stream import CameraStream, CameraTopics
 from skp_ros.detector_loading import ConfigureError, LoadedDetector, load_detector
-from skp_ros.diagnostics import Health, build_status, stamp_problems
 from skp_ros.image_conversion import (
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -66,7 +65,9 @@ from skp_ros.image_conversion import (
     rgb_to_image_msg,
 )
 from skp_ros.keypoint_info import keypoint_info
-from skp_ros.keypoint_outputs import build_messages, frame_geometry
+from skp_ros.keypoint_outputs import build_messages, debug_overlay, frame_geometry
+from skp_ros.latest_frames import LatestFrames
+from skp_ros.node_diagnostics import camera_status
 from skp_ros.parameters import (
     PARAMETERS,
     RUNTIME_PARAMETERS,
@@ -84,41 +85,7 @@ BAD_FRAME_LOG_PERIOD_S = 2.0
 WORKER_JOIN_TIMEOUT_S = 60.0
 _SMOOTHING = {"smoothing", "smoothing_min_cutoff", "smoothing_beta", "smoothing_d_cutoff"}
 
-__all__ = ["NODE_NAME", "KeypointNode", "LatestFrames", "main"]
-
-
-class LatestFrames:
-    """One slot per camera: the newest message wins, so the worker never falls behind a queue."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._items: dict[Any, Any] = {}
-
-    def put(self, key: Any, item: Any) -> bool:
-        """Store ``item`` for ``key``; True if it replaced one the worker had not taken."""
-        with self._cond:
-            replaced = key in self._items
-            self._items[key] = item
-            self._cond.notify()
-        return replaced
-
-    def take_all(self, timeout: float) -> dict[Any, Any]:
-        """The newest item of every key that has one, waiting up to ``timeout`` seconds."""
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            items, self._items = self._items, {}
-        return items
-
-    def clear(self) -> None:
-        """Forget every waiting item."""
-        with self._cond:
-            self._items = {}
-
-    def wake(self) -> None:
-        """Release a waiting ``take_all`` early (used when stopping the worker)."""
-        with self._cond:
-            self._cond.notify_all()
+__all__ = ["NODE_NAME", "KeypointNode", "main"]
 
 
 @dataclass
@@ -604,24 +571,10 @@ class KeypointNode(LifecycleNode):
         detection: Any,
         landmarks: np.ndarray | None,
     ) -> None:
-        from skp_core.overlay import render_overlay
-
         loaded = self._loaded
         if loaded is None:
             return
-        bundle = loaded.bundle
-        # Heat maps cover the detector's input: drawn only when it was the whole image.
-        whole = frame.crop.apply(frame.rgb).shape == frame.rgb.shape
-        maps = detection.maps[ids] if detection.maps is not None and whole else None
-        overlay = render_overlay(
-            frame.rgb,
-            uv,
-            [bundle.keypoint_colors[i] for i in ids],
-            [str(i) for i in ids],
-            maps=maps,
-            landmarks_uv=landmarks,
-            landmark_labels=None if landmarks is None else [f"L{j}" for j in range(len(landmarks))],
-        )
+        overlay = debug_overlay(frame.rgb, frame.crop, ids, uv, detection, landmarks, loaded.bundle)
         stream = frame.stream
         message = rgb_to_image_msg(overlay, frame.header)
         if self._publish(stream.publishers.get("debug_image"), message, "debug_image", stream):
@@ -647,21 +600,9 @@ class KeypointNode(LifecycleNode):
     # ------------------------------------------------------------------ smoothing
 
     def _reset_smoothers(self) -> None:
-        from skp_core.smoothing import make_smoother
-
-        runtime = self._runtime
-        options = {
-            "min_cutoff": runtime["smoothing_min_cutoff"],
-            "beta": runtime["smoothing_beta"],
-            "d_cutoff": runtime["smoothing_d_cutoff"],
-        }
         with self._smoother_lock:
             for stream in self._streams:
-                stream.smoothers = [
-                    make_smoother(runtime["smoothing"], **options),
-                    make_smoother(runtime["smoothing"], **options),
-                    None,
-                ]
+                stream.reset_smoothers(self._runtime)
 
     def _smooth(
         self,
@@ -671,28 +612,12 @@ class KeypointNode(LifecycleNode):
         crop: Crop,
         image_size: tuple[int, int],
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Keypoints and landmarks [n, K, 2] of every instance in full-image pixels, filtered.
-
-        Identity when smoothing is off. Instances are numbered left to right, so instance i's
-        keypoint k is filtered as one stream; a new image size or crop restarts the filter.
-        """
+        """Keypoints and landmarks [n, K, 2] in full-image pixels, filtered over the stamps."""
         stamp = _stamp_seconds(header)
         if stamp == 0.0:  # driver left the stamp empty: the arrival time is the best we have
             stamp = self.get_clock().now().nanoseconds * 1e-9
-        instances = detection.instances
-        pixels = crop.to_full(np.stack([instance.pixels for instance in instances]))
         with self._smoother_lock:
-            keypoint_filter, landmark_filter, last = stream.smoothers
-            if (image_size, crop) != last:
-                keypoint_filter.reset()
-                landmark_filter.reset()
-                stream.smoothers[2] = (image_size, crop)
-            uv = keypoint_filter(stamp, pixels.reshape(-1, 2)).reshape(pixels.shape)
-            landmarks = None
-            if detection.landmarks_pixels is not None:
-                stacked = crop.to_full(np.stack([i.landmarks_pixels for i in instances]))
-                landmarks = landmark_filter(stamp, stacked.reshape(-1, 2)).reshape(stacked.shape)
-        return uv, landmarks
+            return stream.smooth(stamp, detection, crop, image_size)
 
     # ------------------------------------------------------------------ info and diagnostics
 
@@ -714,52 +639,17 @@ class KeypointNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self._diag_publisher is None:
             return
-        settings, loaded = self._settings, self._loaded
-        runtime = self._runtime
         msg = DiagnosticArray()
         for stream in self._streams:
-            snap = stream.stats.snapshot()
-            geometry = stream.geometry
-            health = Health(
-                rate_min_hz=runtime["expected_rate_min"],
-                rate_max_hz=runtime["expected_rate_max"],
-                input_timeout_s=runtime["input_timeout"],
-                max_stamp_delay_s=runtime["max_stamp_age"],
-                paused=not self._enabled,
-                geometry=geometry.label if geometry else "none (no frame processed yet)",
-                geometry_problem=geometry.problem if geometry else "",
-                device_warning=loaded.device_warning if loaded is not None else "",
-            )
-            for problem in stamp_problems(snap, health):
-                stream.stamp_counts[problem] += 1
-            info: dict[str, object] = {
-                "camera": stream.topics.name,
-                "model": loaded.model_id if loaded else "",
-                "bundle": settings.bundle if settings else "",
-                "device": loaded.device if loaded else "",
-                "dtype": loaded.dtype if loaded else "",
-                "num_keypoints": loaded.detector.num_keypoints if loaded else 0,
-                "num_views": loaded.detector.num_views if loaded else 0,
-                "readout": settings.readout if settings else "",
-                "input_topic": stream.input_topic,
-                "camera_info_topic": stream.topics.camera_info,
-                "depth_topic": stream.topics.depth if settings and settings.use_depth else "",
-                "input_transport": settings.input_transport if settings else "",
-                "score_threshold": runtime["score_threshold"],
-                "smoothing": runtime["smoothing"],
-                "debug_subscribers": stream.matched.get("debug_image", 0),
-            }
-            suffix = f" ({stream.topics.name})" if stream.topics.name else ""
             msg.status.append(
-                build_status(
-                    f"{self.get_fully_qualified_name()}: keypoint detector{suffix}",
-                    loaded.device if loaded else "",
+                camera_status(
+                    self.get_fully_qualified_name(),
+                    stream,
                     self._state,
-                    stream.subscribed,
-                    snap,
-                    info,
-                    health,
-                    stream.stamp_counts,
+                    self._enabled,
+                    self._settings,
+                    self._loaded,
+                    self._runtime,
                 )
             )
         msg.header.stamp = self.get_clock().now().to_msg()

@@ -9,6 +9,7 @@ sentence saying which and why), and packs the clouds and the RViz markers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2
@@ -25,8 +26,9 @@ from skp_ros.camera_geometry import (
 from skp_ros.camera_stream import CameraStream
 from skp_ros.keypoint_msgs import keypoints_to_cloud
 from skp_ros.markers import keypoint_markers
+from skp_ros.roi import Crop
 
-__all__ = ["FrameGeometry", "FrameMessages", "build_messages", "frame_geometry"]
+__all__ = ["FrameGeometry", "FrameMessages", "build_messages", "debug_overlay", "frame_geometry"]
 
 
 @dataclass(frozen=True)
@@ -132,3 +134,33 @@ def build_messages(
     if geometry.metric:
         markers = keypoint_markers(header, ids, xyz, instance_of, names, colors, marker_diameter)
     return FrameMessages(cloud, ids, kept_uv, landmark_cloud, markers)
+
+
+def debug_overlay(
+    rgb: np.ndarray,
+    crop: Crop,
+    ids: np.ndarray,
+    uv: np.ndarray,
+    detection: Any,
+    landmarks: np.ndarray | None,
+    bundle: Any,
+) -> np.ndarray:
+    """The debug image: keypoints with ids (and heat maps) drawn on the full frame.
+
+    Heat maps cover the detector's input, so they are blended only when that was the whole
+    image (no region of interest).
+    """
+    from skp_core.overlay import render_overlay
+
+    whole = crop.apply(rgb).shape == rgb.shape
+    maps = detection.maps[ids] if detection.maps is not None and whole else None
+    labels = None if landmarks is None else [f"L{j}" for j in range(len(landmarks))]
+    return render_overlay(
+        rgb,
+        uv,
+        [bundle.keypoint_colors[i] for i in ids],
+        [str(i) for i in ids],
+        maps=maps,
+        landmarks_uv=landmarks,
+        landmark_labels=labels,
+    )
