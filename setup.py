@@ -23,6 +23,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        # skp_ros.fastdds_profile looks for the profile here: <prefix>/share/skp_ros/config
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
@@ -40,6 +41,7 @@ setup(
             "skp-train = offline_tools.train:main",
             "skp-replay = skp_ros.replay:main",
             "skp-node-bench = skp_ros.node_benchmark:main",
+            "skp-fastdds-profile = skp_ros.fastdds_profile:main",
         ],
     },
 )

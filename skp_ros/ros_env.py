@@ -3,7 +3,8 @@
 Fast DDS multicasts discovery out of every network card by default. Every process started by
 our tests, demos and benchmarks gets the variables below *before* `rclpy.init`, so discovery is
 limited to loopback, each run has its own domain, and large images fit the shared-memory
-transport. A real robot deployment does not use this module.
+transport (the same profile a user sets with `skp-fastdds-profile`, see
+:mod:`skp_ros.fastdds_profile`). A real robot deployment does not use this module.
 """
 
 from __future__ import annotations
@@ -11,23 +12,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
+
+from skp_ros.fastdds_profile import PROFILE_VARIABLES, fastdds_profile_path
 
 # Domain ids 0..232 are valid for Fast DDS on Linux (233 fails); 0 is everyone's default.
 _DOMAIN_MIN, _DOMAIN_MAX = 1, 232
 
-
-def fastdds_profile_path() -> Path:
-    """The shipped Fast DDS profile: from the install space if installed, else the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidate = Path(get_package_share_directory("skp_ros")) / "config" / "fastdds_profile.xml"
-        if candidate.is_file():
-            return candidate
-    except Exception:  # not installed through colcon: use the source checkout
-        pass
-    return Path(__file__).resolve().parent.parent / "config" / "fastdds_profile.xml"
+__all__ = ["apply_local_ros_env", "domain_id_for", "fastdds_profile_path", "local_ros_env"]
 
 
 def domain_id_for(key: int) -> int:
@@ -45,8 +36,9 @@ def local_ros_env(
     env.pop("ROS_LOCALHOST_ONLY", None)
     env["ROS_DOMAIN_ID"] = str(domain_id_for(os.getpid()) if domain_id is None else domain_id)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
-    env["FASTRTPS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
+    profile = str(fastdds_profile_path())
+    for name in PROFILE_VARIABLES:  # Fast DDS 2.x (Jazzy) and 3.x (Kilted) read different ones
+        env[name] = profile
     # ament_index lookups must see the venv's share/ (pip wheels) besides any install space.
     prefixes = [p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
     if sys.prefix not in prefixes:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "diffusers", "transformers", "matplotlib", "scipy", "pandas", "safetensors")
 ENTRY = re.compile(r'"([\w-]+) = ([\w.]+):(\w+)"')
 SCRIPTS = ENTRY.findall((ROOT / "setup.py").read_text())
-ARGPARSE = {"skp-train", "skp-bench", "skp-replay", "skp-node-bench"}
+ARGPARSE = {"skp-train", "skp-bench", "skp-replay", "skp-node-bench", "skp-fastdds-profile"}
 
 RUN_ENTRY = f"""
 import importlib, json, sys

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.ros
 def test_environment_is_loopback_only():
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert 1 <= int(os.environ["ROS_DOMAIN_ID"]) <= 232
-    assert os.path.isfile(os.environ["FASTDDS_DEFAULT_PROFILES_FILE"])
+    # Jazzy's Fast DDS 2.14 reads FASTRTPS_*, Fast DDS 3 (Kilted) FASTDDS_*: both are set.
+    for name in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
+        assert os.path.isfile(os.environ[name]), name
 
 
 def test_image_source_process_delivers_sweep_frames(rclpy_context):
