@@ -170,11 +170,17 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
 def find_image_topic(path: str | Path, topic: str | None = None) -> tuple[str, str]:
     """(topic, msgtype) of the image stream to replay.
 
-    With no topic, the bag must hold exactly one Image or CompressedImage topic. A base topic
+    With no topic, the bag must hold exactly one Image or CompressedImage topic besides the
+    registered depth images of such topics (``<namespace>/depth/image_raw``). A base topic
     whose bag only has '<topic>/compressed' resolves to that, as image_transport names it.
     """
+    from skp_ros.replay_geometry import side_topics
+
     topics = bag_topics(path)
     images = {t: m for t, (m, _) in topics.items() if m in IMAGE_TYPES}
+    # A registered depth stream beside an image stream is its side input, not a camera.
+    depths = {side_topics(t)[1] for t in images}
+    images = {t: m for t, m in images.items() if t not in depths}
     listing = ", ".join(f"{t} ({m})" for t, (m, _) in sorted(topics.items())) or "none"
     if topic is None:
         if len(images) != 1:

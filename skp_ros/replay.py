@@ -71,6 +71,7 @@ from skp_ros.camera_motion import (
 )
 from skp_ros.camera_sweep import SAMPLE_PHOTOS, sample_photo, sweep_frame, sweep_matrix
 from skp_ros.process import child_env, stop_child
+from skp_ros.replay_geometry import depth_figures, side_topics, sweep_distances, sweep_side_messages
 
 __all__ = [
     "BAG_EPOCH_NS",
@@ -199,7 +200,9 @@ def make_bag(
     given) or from the camera sweep over photo `sweep` (default 90 frames at 640x480). Images
     are rgb8 ``sensor_msgs/Image``, or JPEG ``CompressedImage`` on ``<topic>/compressed``.
     Header stamp and bag timestamp of frame i are ``BAG_EPOCH_NS + i / rate``. A sweep bag
-    also holds ``camera_motion.json``, the camera's true motion (skp_ros.camera_motion).
+    also holds ``camera_motion.json``, the camera's true motion (skp_ros.camera_motion), and,
+    as an RGB-D driver publishes them, ``camera_info`` and a registered 16UC1 ``depth/image_raw``
+    in the image topic's namespace with each frame's stamp (skp_ros.replay_geometry).
     """
     from skp_ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
 
@@ -214,6 +217,7 @@ def make_bag(
     out_topic = compressed_topic(topic) if compressed else topic
     msgtype = COMPRESSED_IMAGE_TYPE if compressed else IMAGE_TYPE
     sizes: set[tuple[int, int]] = set()
+    info_topic, depth_topic = side_topics(out_topic)
     with BagWriter(out_bag, storage) as writer:
         for index, rgb in enumerate(
             progress_bar(images, total=count, desc="make-bag", unit="frame", disable=not progress)
@@ -225,6 +229,10 @@ def make_bag(
             stamp_ns = frame_stamp_ns(index, rate)
             msg.header.stamp = ns_to_stamp(stamp_ns)
             msg.header.frame_id = frame_id
+            if motion is not None:  # a sweep: the camera and the poster's depth are known
+                info, depth = sweep_side_messages(index, rgb.shape[1], rgb.shape[0], msg.header)
+                writer.write(info_topic, info, stamp_ns)
+                writer.write(depth_topic, depth, stamp_ns)
             writer.write(out_topic, msg, stamp_ns)
             sizes.add((rgb.shape[1], rgb.shape[0]))
     if motion is not None:  # what the tracking error is measured against
@@ -239,6 +247,8 @@ def make_bag(
         "rate_hz": rate,
         "sizes": sorted(sizes),
         "source": str(images_dir) if images_dir is not None else f"sweep:{sweep}",
+        "camera_info_topic": info_topic if motion is not None else None,
+        "depth_topic": depth_topic if motion is not None else None,
     }
     return summary
 
@@ -399,6 +409,7 @@ class _Player:
         self.publisher = self.node.create_publisher(
             message_class(image_msgtype), publish_topic, self.publish_qos
         )
+        self.side_publishers: dict[str, Any] = {}
         self.keypoints_topic = keypoints_topic
         self.subscriptions: dict[str, Any] = {}
         self.subscribe(keypoints_topic, POINTCLOUD2_TYPE)
@@ -461,6 +472,14 @@ class _Player:
 
     def topic_types(self) -> dict[str, str]:
         return {name: types[0] for name, types in self.node.get_topic_names_and_types() if types}
+
+    def add_side_topic(self, topic: str, msgtype: str) -> None:
+        """Publish `topic` (camera_info, depth) beside the images, reliably, as recorded."""
+        from skp_ros.qos import make_qos
+
+        self.side_publishers[topic] = self.node.create_publisher(
+            message_class(msgtype), topic, make_qos("reliable", depth=10)
+        )
 
     def matched(self) -> bool:
         return (
@@ -639,6 +658,16 @@ def replay_bag(
     out_topic = publish_topic or image_topic
     if compressed and not out_topic.endswith("/compressed"):
         out_topic = compressed_topic(out_topic)  # the node subscribes to <image>/compressed
+    # camera_info and depth recorded beside the images go out beside the published images.
+    in_topics = bag_topics(bag)
+    side = {
+        recorded: (published_as, in_topics[recorded][0])
+        for recorded, published_as in zip(
+            side_topics(image_topic), side_topics(out_topic), strict=True
+        )
+        if recorded in in_topics
+    }
+    depth_side = side.get(side_topics(image_topic)[1])
     out.mkdir(parents=True, exist_ok=True)
     recorded_path = out / "recorded"
     _prepare_recorded_dir(recorded_path)
@@ -654,7 +683,10 @@ def replay_bag(
     command: list[str] | None = None
     log_path: Path | None = None
     if node_args is not None or node_cmd is not None:
-        command = node_command(node_cmd, node_args or [], out_topic, compressed)
+        extra = (
+            [] if depth_side is None else ["-p", "use_depth:=true", "-r", f"depth:={depth_side[0]}"]
+        )
+        command = node_command(node_cmd, [*extra, *(node_args or [])], out_topic, compressed)
         log_path = out / "node.log"
         with log_path.open("wb") as log:
             child = subprocess.Popen(
@@ -678,6 +710,9 @@ def replay_bag(
     record_types = {keypoints_topic: POINTCLOUD2_TYPE}
     try:
         player = _Player(state, out_topic, image_msgtype, keypoints_topic, reliable, depth)
+        for published_as, msgtype in side.values():
+            player.add_side_topic(published_as, msgtype)
+        side_messages = _side_messages_by_stamp(bag, side)
         if not _wait(player.matched, startup_timeout, child):
             raise ReplayError(_startup_problem(player, out_topic, keypoints_topic, child, log_path))
         if warmup:
@@ -715,6 +750,8 @@ def replay_bag(
             duplicate_stamps += duplicate
             bag_times.append(message.timestamp_ns)
             try:
+                for published_as, data in side_messages.get(stamp, ()):
+                    player.side_publishers[published_as].publish(data)
                 player.publisher.publish(message.data)
                 publish_times.append(time.monotonic_ns())
             except Exception as exc:  # RELIABLE at full speed may fail transiently
@@ -762,6 +799,7 @@ def replay_bag(
     report = _analyse(received, published, keypoints_topic, publish_times, notes)
     latencies = report.pop("_latencies")
     keypoints = report.pop("_keypoints")
+    points = report.pop("_points")
     bag_index = {stamp: published[stamp][0] for stamp in keypoints}
     try:
         motion = read_camera_motion(bag)
@@ -770,6 +808,13 @@ def replay_bag(
         notes.append(f"no tracking error: {exc}")
     answered = [(bag_index[s], s, ids, uv) for s, (ids, uv) in keypoints.items()]
     tracking = None if motion is None else tracking_error(answered, motion)
+    # A sweep's poster is at a known distance: the node's metric keypoints must lie on it.
+    distances = (
+        {}
+        if motion is None or depth_side is None
+        else sweep_distances({s: i for s, (i, _) in published.items()})
+    )
+    points_3d = depth_figures(points, distances)
     video_fps = _rate(bag_times) or 10.0
     strip_path, video_path, strip_indices = _render_outputs(
         bag,
@@ -812,6 +857,8 @@ def replay_bag(
         "recorded_counts": recorded_counts,
         "camera_motion_known": motion is not None,
         "tracking_error_px": tracking,
+        "side_topics": {recorded: published_as for recorded, (published_as, _) in side.items()},
+        "points_3d": points_3d,
         "overlay_strip": strip_path,
         "overlay_strip_frames": strip_indices,
         "overlay_video": video_path,
@@ -983,10 +1030,11 @@ def _analyse(
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import PointCloud2
 
-    from skp_ros.keypoint_msgs import KeypointCloudError, cloud_to_keypoints
+    from skp_ros.keypoint_msgs import KeypointCloudError, cloud_to_keypoints, cloud_to_points
 
     latencies: dict[int, float] = {}
     keypoints: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    points: dict[int, np.ndarray] = {}
     counts: list[int] = []
     unmatched = duplicates = undecodable = 0
     receive_times: list[int] = []
@@ -1000,12 +1048,15 @@ def _analyse(
             duplicates += 1
             continue
         try:
-            ids, uv, _ = cloud_to_keypoints(deserialize_message(item.data, PointCloud2))
+            cloud = deserialize_message(item.data, PointCloud2)
+            ids, uv, _ = cloud_to_keypoints(cloud)
+            xyz = cloud_to_points(cloud)
         except (KeypointCloudError, ValueError, TypeError) as exc:
             undecodable += 1
             notes.append(f"undecodable keypoint message: {exc}")
             continue
         keypoints[stamp] = (ids, uv)
+        points[stamp] = xyz
         latencies[stamp] = (item.mono_ns - published[stamp][1]) / 1e6
         counts.append(len(ids))
         receive_times.append(item.mono_ns)
@@ -1030,6 +1081,7 @@ def _analyse(
         "processing_rate_hz": _rate(receive_times),
         "_latencies": latencies,
         "_keypoints": keypoints,
+        "_points": points,
     }
 
 
@@ -1048,6 +1100,37 @@ def _tracking_line(motion_known: bool, tracking: dict[str, Any] | None) -> str:
         f"{_fmt(tracking['camera_motion_p50'], 'px', 2)} per frame) over {tracking['pairs']} "
         f"frame pairs"
     )
+
+
+def _points_line(points: dict[str, Any] | None) -> str:
+    if not points:
+        return (
+            "  3-D keypoints      none (the bag has no camera_info and depth: only sweep bags do)"
+        )
+    line = (
+        f"  3-D keypoints      {points['keypoints_with_3d']} of {points['keypoints']} in "
+        f"{points['frames_with_3d']} of {points['frames']} frames, depth p50 "
+        f"{_fmt(points['depth_m_p50'], 'm', 3)}"
+    )
+    if "depth_error_mm_p50" in points:
+        line += (
+            f", error against the known poster distance p50 "
+            f"{_fmt(points['depth_error_mm_p50'], 'mm', 2)}, max "
+            f"{_fmt(points['depth_error_mm_max'], 'mm', 2)}"
+        )
+    return line
+
+
+def _side_messages_by_stamp(
+    bag: Path, side: dict[str, tuple[str, str]]
+) -> dict[int, list[tuple[str, bytes]]]:
+    """The bag's camera_info / depth messages, by header stamp, as (publish topic, raw bytes)."""
+    by_stamp: dict[int, list[tuple[str, bytes]]] = {}
+    if not side:
+        return by_stamp
+    for message in read_messages(bag, list(side)):
+        by_stamp.setdefault(message.stamp_ns, []).append((side[message.topic][0], message.data))
+    return by_stamp
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -1072,6 +1155,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"  latency            p50 {_fmt(latency.get('p50'), 'ms')}, "
         f"p99 {_fmt(latency.get('p99'), 'ms')}",
         _tracking_line(report.get("camera_motion_known", False), tracking),
+        _points_line(report.get("points_3d")),
         f"  warm-up            {warmup['frames']} frames, first answer after "
         f"{_fmt(warmup['latency_ms'], 'ms')}",
         f"  processing rate    {_fmt(report.get('processing_rate_hz'), 'Hz')} "

@@ -218,3 +218,23 @@ def test_diagnostics_levels_follow_diagnostic_updater() -> None:
     assert paused.level == DiagnosticStatus.OK and "paused" in paused.message
     missing, _ = _status(Health(geometry_problem="no metric 3-D: no depth image received"))
     assert missing.level == DiagnosticStatus.WARN and "no depth image" in missing.message
+
+
+def test_sweep_bags_side_topics_and_depth_figures() -> None:
+    from skp_ros.camera_sweep import sweep_distance
+    from skp_ros.replay_geometry import depth_figures, side_topics, sweep_side_messages
+
+    assert side_topics("/camera/image_raw") == ("/camera/camera_info", "/camera/depth/image_raw")
+    assert side_topics("/cam/image/compressed")[0] == "/cam/camera_info"
+    info, depth = sweep_side_messages(3, 64, 48, Header(frame_id="camera"))
+    assert (info.width, info.height, info.header.frame_id) == (64, 48, "camera")
+    assert depth_image_metres(depth)[0, 0] == pytest.approx(sweep_distance(3), abs=5e-4)
+    points = {
+        1: np.array([[0.1, 0.2, 1.5], [np.nan, np.nan, np.nan]]),
+        2: np.full((2, 3), np.nan),
+    }
+    figures = depth_figures(points, {1: 1.499, 2: 1.5})
+    assert figures["frames"] == 2 and figures["frames_with_3d"] == 1
+    assert (figures["keypoints_with_3d"], figures["keypoints"]) == (1, 4)
+    assert figures["depth_error_mm_p50"] == pytest.approx(1.0)
+    assert depth_figures({2: points[2]}, {}) is None

@@ -89,11 +89,20 @@ def test_make_bag_sweep_raw_gives_exact_frames_and_stamps(tmp_path: Path, storag
     assert [p.suffix for p in bag.iterdir() if p.name not in ("metadata.yaml", MOTION_FILE)] == [
         STORAGE_SUFFIX[storage]
     ]
-    assert bag_topics(bag) == {"/camera/image_raw": (IMAGE_TYPE, frames)}
+    assert bag_topics(bag) == {
+        "/camera/image_raw": (IMAGE_TYPE, frames),
+        "/camera/camera_info": ("sensor_msgs/msg/CameraInfo", frames),
+        "/camera/depth/image_raw": (IMAGE_TYPE, frames),
+    }
+    # Each frame's camera_info and depth carry its header: the node matches them by stamp.
+    sides = [m for m in read_messages(bag) if m.topic != "/camera/image_raw"]
+    assert sorted(m.stamp_ns for m in sides) == sorted(
+        [frame_stamp_ns(i, rate) for i in range(frames)] * 2
+    )
     assert find_image_topic(bag) == ("/camera/image_raw", IMAGE_TYPE)
 
     photo = sample_photo("astronaut")
-    messages = list(read_messages(bag))
+    messages = list(read_messages(bag, ["/camera/image_raw"]))
     assert len(messages) == frames
     stamps = []
     for index, message in enumerate(messages):
@@ -115,7 +124,8 @@ def test_make_bag_sweep_raw_gives_exact_frames_and_stamps(tmp_path: Path, storag
     # Independent check: rosbags' own CDR decoder reads what rclpy serialised.
     typestore = get_typestore(Stores.ROS2_JAZZY)
     with Reader(bag) as reader:
-        connection, _, raw = next(reader.messages())
+        images = [c for c in reader.connections if c.topic == "/camera/image_raw"]
+        connection, _, raw = next(reader.messages(connections=images))
         decoded = typestore.deserialize_cdr(raw, connection.msgtype)
     assert connection.msgtype == IMAGE_TYPE
     assert (decoded.header.stamp.sec, decoded.header.stamp.nanosec) == divmod(BAG_EPOCH_NS, 10**9)
@@ -137,7 +147,11 @@ def test_make_bag_cli_compressed_sweep(tmp_path: Path, storage: str) -> None:
     assert "wrote 8 frames (160x120)" in result.stdout
     topic = "/camera/image_raw/compressed"
     assert bag_storage(bag) == storage
-    assert bag_topics(bag) == {topic: (COMPRESSED_IMAGE_TYPE, frames)}
+    assert bag_topics(bag) == {
+        topic: (COMPRESSED_IMAGE_TYPE, frames),
+        "/camera/camera_info": ("sensor_msgs/msg/CameraInfo", frames),
+        "/camera/depth/image_raw": (IMAGE_TYPE, frames),
+    }
     # A base topic name finds its compressed stream, as image_transport names it.
     assert find_image_topic(bag, "/camera/image_raw") == (topic, COMPRESSED_IMAGE_TYPE)
     photo = sample_photo("chelsea")
@@ -487,7 +501,8 @@ def test_replay_through_keypoint_node_with_tiny_bundle(tmp_path: Path) -> None:
         reliable=True,
         node_args=[
             *("-p", f"bundle:={bundle}", "-p", "device:=cpu"),
-            *("-p", "input_qos_reliability:=reliable"),
+            # rclpy's standard override: the node's image subscription matches our reliable one.
+            *("-p", "qos_overrides./camera/image_raw.subscription.reliability:=reliable"),
         ],
         local=True,
         startup_timeout=90.0,
@@ -507,3 +522,14 @@ def test_replay_through_keypoint_node_with_tiny_bundle(tmp_path: Path) -> None:
     assert len(recorded) == report["keypoint_messages_received"]
     assert {m.stamp_ns for m in recorded} <= published
     assert cv2.imread(report["overlay_strip"]) is not None
+    # The sweep bag carries camera_info and a registered depth image: the replay publishes them
+    # beside the images, starts the node with use_depth, and every keypoint lies on the poster
+    # at its known distance (depth stored in whole millimetres).
+    assert report["side_topics"] == {
+        "/camera/camera_info": "/camera/camera_info",
+        "/camera/depth/image_raw": "/camera/depth/image_raw",
+    }
+    points = report["points_3d"]
+    assert points["frames_with_3d"] == frames == points["frames"]
+    assert points["keypoints_with_3d"] == points["keypoints"] > 0
+    assert points["depth_error_mm_max"] <= 0.5 + 1e-3, points
