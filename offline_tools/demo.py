@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_local_ros_env()
     from offline_tools import train
-    from skp_ros.replay import ReplayError, make_bag, replay_bag
+    from skp_ros.replay_errors import ReplayError
+    from skp_ros.replay_make_bag import make_bag
+    from skp_ros.replay_run import replay_bag
 
     out = Path(args.out).resolve()
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 cv_bridge is not installable everywhere (PyPI's ``cv-bridge`` is a ROS 1 port that breaks on
 numpy 2 / OpenCV 5 and mis-handles 16UC1), so the node converts images with this tested numpy
-code and only uses a real cv_bridge when :func:`cv_bridge_available` says it is trustworthy.
+code.
 
 Decoding (``sensor_msgs/Image`` -> RGB ``uint8`` [H, W, 3]):
 
@@ -28,18 +28,17 @@ zero-copy view of ``msg.data`` (pass ``copy=True`` to get an independent array).
 from __future__ import annotations
 
 import array
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
-from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from skp_core.image_header import MAX_IMAGE_PIXELS, PixelLimitError, check_pixel_limit
+from skp_ros.headers import copy_header
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -47,7 +46,6 @@ __all__ = [
     "ImageConversionError",
     "array_to_image_msg",
     "compressed_msg_to_rgb",
-    "cv_bridge_available",
     "image_msg_to_array",
     "image_msg_to_rgb",
     "rgb_to_compressed_msg",
@@ -123,14 +121,6 @@ _YUV_TO_RGB: dict[str, int] = {
 
 # Errors that numpy / OpenCV raise on garbage input; turned into ImageConversionError.
 _DECODE_ERRORS = (ValueError, TypeError, OverflowError, BufferError, IndexError, cv2.error)
-
-
-def _copy_header(header: Header | None) -> Header:
-    """Copy stamp and frame_id, so later edits of the caller's header never alter our message."""
-    if header is None:
-        return Header()
-    stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)
-    return Header(stamp=stamp, frame_id=header.frame_id)
 
 
 def _byte_buffer(data: Any, what: str = "data") -> np.ndarray:
@@ -470,7 +460,7 @@ def array_to_image_msg(
     if step > row_bytes:
         byte_rows = np.pad(byte_rows, ((0, 0), (0, step - row_bytes)))
     return Image(
-        header=_copy_header(header),
+        header=copy_header(header),
         height=height,
         width=width,
         encoding=encoding,
@@ -546,48 +536,5 @@ def rgb_to_compressed_msg(
     if not ok:
         raise ImageConversionError(f"OpenCV could not encode a {image.shape} image as {kind}")
     return CompressedImage(
-        header=_copy_header(header), format=format_field, data=_bytes_field(encoded)
+        header=copy_header(header), format=format_field, data=_bytes_field(encoded)
     )
-
-
-def _bridge_passes_self_test(bridge: Any) -> bool:
-    """Check a CvBridge against our own conversion on rgb8 and 16UC1, in both directions.
-
-    The padding (4 bytes) keeps every row aligned, as OpenCV requires for 16-bit rows.
-    Catches the known-broken builds (e.g. the PyPI ROS 1 port mangling 16UC1, or failing on
-    numpy 2) before the node relies on them.
-    """
-    rng = np.random.default_rng(7)
-    rgb = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
-    depth = rng.integers(1, 65536, size=(4, 6), dtype=np.uint16)
-    try:
-        for pixels, encoding in ((rgb, "rgb8"), (depth, "16UC1")):
-            theirs = bridge.cv2_to_imgmsg(pixels, encoding=encoding)
-            ours = image_msg_to_array(theirs).reshape(pixels.shape)
-            if ours.dtype != pixels.dtype or not np.array_equal(ours, pixels):
-                return False
-            padded = array_to_image_msg(
-                pixels, encoding, step=pixels.shape[1] * pixels[0, :1].nbytes + 4
-            )
-            back = np.asarray(bridge.imgmsg_to_cv2(padded, desired_encoding="passthrough"))
-            if back.dtype != pixels.dtype or not np.array_equal(back.reshape(pixels.shape), pixels):
-                return False
-    except Exception:
-        # Any failure of a third-party bridge just means "do not use it".
-        return False
-    return True
-
-
-@functools.cache
-def cv_bridge_available() -> bool:
-    """True only if ``cv_bridge`` imports and round-trips rgb8 and 16UC1 exactly like we do.
-
-    Never required: the node falls back to this module's conversion. The result is cached.
-    """
-    try:
-        from cv_bridge import CvBridge
-
-        bridge = CvBridge()
-    except Exception:
-        return False
-    return _bridge_passes_self_test(bridge)

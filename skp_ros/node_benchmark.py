@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,8 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from skp_ros.process import child_env, stop_child
+from skp_ros.process import (
+    child_env,
+    log_tail,
+    node_command,
+    start_child,
+    stop_child,
+    wait_for,
+)
 from skp_ros.ros_env import apply_local_ros_env, local_ros_env
+from skp_ros.tiny_bundle import make_tiny_bundle
 
 __all__ = [
     "FRAME_COLUMNS",
@@ -44,7 +51,6 @@ __all__ = [
     "OVERHEAD_TARGET_MS",
     "TIME_COLUMNS",
     "main",
-    "make_tiny_bundle",
 ]
 
 NODE_NAME = "skp_keypoints"
@@ -96,56 +102,6 @@ MICRO_LABELS = (
 
 class BenchmarkError(RuntimeError):
     """The benchmark could not run (node died, never answered); the message says why."""
-
-
-# --------------------------------------------------------------------------- tiny bundle
-
-
-def make_tiny_bundle(
-    path: Path,
-    *,
-    num_landmarks: int = 0,
-    seed: int = 0,
-    context_dim: int | None = None,
-    method_overrides: dict[str, Any] | None = None,
-) -> Path:
-    """Write a bundle for `load_backbone("tiny")` at `path` and return the path.
-
-    Why here: the benchmark and the node tests both need a valid bundle in milliseconds,
-    without training. The context is seeded random (not trained): it exercises the plumbing,
-    not keypoint quality. `num_landmarks` > 0 adds a random linear regressor (so the node
-    publishes ~/landmarks); a `context_dim` different from the backbone's makes a mismatch.
-    """
-    import torch
-
-    from skp_core.backbone import load_backbone
-    from skp_core.bundle import Bundle, save_bundle
-    from skp_core.config import default_config
-
-    backbone = load_backbone("tiny")
-    method = default_config("tiny").to_dict()
-    method.update(method_overrides or {})
-    generator = torch.Generator().manual_seed(seed)
-    dim = backbone.context_dim if context_dim is None else context_dim
-    context = torch.randn(method["num_tokens"], dim, generator=generator)
-    k = int(method["top_k"])
-    regressor = None
-    landmark_names = None
-    if num_landmarks:
-        # Near-identity-like random map, kept small so landmarks stay near the image.
-        regressor = 0.3 * torch.randn(2 * k, 2 * num_landmarks, generator=generator) / k
-        landmark_names = [f"joint{j}" for j in range(num_landmarks)]
-    bundle = Bundle(
-        context=context,
-        selected_indices=torch.arange(k, dtype=torch.int64),
-        regressor=regressor,
-        landmark_names=landmark_names,
-        keypoint_names=[f"part_{i}" for i in range(k)],
-        backbone={"model": "tiny", "fingerprint": backbone.fingerprint},
-        method=method,
-        training={"note": "random test bundle, not trained"},
-    )
-    return save_bundle(bundle, path)
 
 
 # --------------------------------------------------------------------------- conversions
@@ -206,11 +162,8 @@ def _stamp_ns(header: Any) -> int:
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll `condition` (the executor spins in its own thread) until true, or raise."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(POLL_S)
+    if not wait_for(condition, timeout, poll=POLL_S):
+        raise BenchmarkError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass
@@ -453,8 +406,8 @@ class BenchClient:
 # --------------------------------------------------------------------------- node process
 
 
-def node_command(bundle: Path, device: str, params: Sequence[str]) -> list[str]:
-    """The keypoint node's command line: our image topic, frequent diagnostics, user params."""
+def node_args(bundle: Path, device: str, params: Sequence[str]) -> list[str]:
+    """The keypoint node's ROS parameters: the bundle, frequent diagnostics, user params."""
     args = [
         "-p",
         f"bundle:={bundle}",
@@ -462,12 +415,10 @@ def node_command(bundle: Path, device: str, params: Sequence[str]) -> list[str]:
         f"device:={device}",
         "-p",
         f"diagnostics_period:={DIAGNOSTICS_PERIOD_S}",
-        "-r",
-        f"image:={IMAGE_TOPIC}",
     ]
     for param in params:
         args += ["-p", param]
-    return [sys.executable, "-m", "skp_ros.keypoint_node", "--ros-args", *args]
+    return args
 
 
 def node_env(domain_id: int) -> dict[str, str]:
@@ -647,13 +598,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no node output)"
-
-
 def run(args: argparse.Namespace, workdir: Path) -> int:
     """Start the node, run every rate, stop the node, time conversions, print everything."""
     from std_msgs.msg import Header
@@ -679,36 +623,34 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     )
     results: list[PhaseResult] = []
     failures = 0
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            node_command(bundle, args.device, args.param),
-            env=node_env(domain),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    proc = start_child(
+        node_command(IMAGE_TOPIC, node_args(bundle, args.device, args.param)),
+        log_path,
+        env=node_env(domain),
+    )
+    client: BenchClient | None = None
+    try:
+        client = BenchClient(messages, lambda: proc.poll() is None)
+        client.wait_ready()
+        trip = client.warm_up(args.warmup)
+        auto = min(2.0 / trip, AUTO_RATE_MAX_HZ)
+        print(
+            f"warm-up: {args.warmup} frames one at a time, round trip median "
+            f"{trip * 1000:.1f} ms -> about {1.0 / trip:.1f} Hz; auto rate {auto:.1f} Hz",
+            flush=True,
         )
-        client: BenchClient | None = None
-        try:
-            client = BenchClient(messages, lambda: proc.poll() is None)
-            client.wait_ready()
-            trip = client.warm_up(args.warmup)
-            auto = min(2.0 / trip, AUTO_RATE_MAX_HZ)
-            print(
-                f"warm-up: {args.warmup} frames one at a time, round trip median "
-                f"{trip * 1000:.1f} ms -> about {1.0 / trip:.1f} Hz; auto rate {auto:.1f} Hz",
-                flush=True,
-            )
-            for rate in args.rates:
-                hz = auto if rate == "auto" else float(rate)
-                results.append(client.run_rate(hz, args.seconds))
-        except BenchmarkError as exc:
-            print(f"skp-node-bench: {exc}; node output:\n{_tail(log_path)}", file=sys.stderr)
-            return 1
-        finally:
-            if client is not None:
-                failures = client.publish_failures
-                client.close()
-            stop_child(proc)
+        for rate in args.rates:
+            hz = auto if rate == "auto" else float(rate)
+            results.append(client.run_rate(hz, args.seconds))
+    except BenchmarkError as exc:
+        tail = log_tail(log_path) or "(no node output)"
+        print(f"skp-node-bench: {exc}; node output:\n{tail}", file=sys.stderr)
+        return 1
+    finally:
+        if client is not None:
+            failures = client.publish_failures
+            client.close()
+        stop_child(proc)
     print()
     print(format_phases(results))
     print()

@@ -29,8 +29,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from bundle_support import make_tiny_bundle
 from node_support import STARTUP_TIMEOUT_S, NodeProcess
+
+from skp_ros.tiny_bundle import make_tiny_bundle
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

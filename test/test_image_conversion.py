@@ -7,7 +7,6 @@ layout mistake shared by encoder and decoder cannot hide. No DDS is used.
 from __future__ import annotations
 
 import array
-import importlib.util
 from collections.abc import Callable
 
 import cv2
@@ -26,7 +25,6 @@ from skp_ros.image_conversion import (
     ImageConversionError,
     array_to_image_msg,
     compressed_msg_to_rgb,
-    cv_bridge_available,
     image_msg_to_array,
     image_msg_to_rgb,
     rgb_to_compressed_msg,
@@ -481,47 +479,3 @@ def test_decompression_bombs_are_refused_before_decoding(
     msg = _compressed(prefix + decompression_bomb(image_format), fmt)
     with pytest.raises(ImageConversionError, match=r"header says 16000x16000.*without decoding"):
         compressed_msg_to_rgb(msg)
-
-
-class _ReferenceBridge:
-    """Stand-in for a correct cv_bridge (not installable here), written from the ROS layout."""
-
-    def cv2_to_imgmsg(self, pixels: np.ndarray, encoding: str) -> Image:
-        return _raw_msg(pixels, encoding)
-
-    def imgmsg_to_cv2(self, msg: Image, desired_encoding: str) -> np.ndarray:
-        assert desired_encoding == "passthrough"
-        wide = "16" in msg.encoding
-        dtype = np.dtype((">u2" if msg.is_bigendian else "<u2") if wide else "u1")
-        rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-        values = rows[:, : msg.width * (2 if wide else 3)].copy().view(dtype)
-        return values.reshape(msg.height, msg.width, -1).squeeze().astype(dtype.newbyteorder("="))
-
-
-class _ByteSwappingBridge(_ReferenceBridge):
-    """Stand-in for a broken bridge that writes 16UC1 in the wrong byte order."""
-
-    def cv2_to_imgmsg(self, pixels: np.ndarray, encoding: str) -> Image:
-        msg = _raw_msg(pixels, encoding, big_endian=pixels.dtype == np.uint16)
-        msg.is_bigendian = 0
-        return msg
-
-
-class _ExplodingBridge:
-    """Stand-in for a bridge that crashes (e.g. the ROS 1 port on numpy 2)."""
-
-    def cv2_to_imgmsg(self, pixels: np.ndarray, encoding: str) -> Image:
-        raise AttributeError("module 'numpy' has no attribute 'float'")
-
-
-def test_cv_bridge_self_test_accepts_correct_and_rejects_broken_bridges() -> None:
-    assert ic._bridge_passes_self_test(_ReferenceBridge())
-    assert not ic._bridge_passes_self_test(_ByteSwappingBridge())
-    assert not ic._bridge_passes_self_test(_ExplodingBridge())
-
-
-def test_cv_bridge_available_is_false_without_cv_bridge() -> None:
-    available = cv_bridge_available()
-    assert isinstance(available, bool)
-    if importlib.util.find_spec("cv_bridge") is None:
-        assert available is False

@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from bundle_support import make_tiny_bundle
 from node_support import (
     STARTUP_TIMEOUT_S,
     NodeProcess,
@@ -50,6 +49,7 @@ from skp_core.bundle import default_colors
 from skp_ros.camera_sweep import sample_photo
 from skp_ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_msg, rgb_to_image_msg
 from skp_ros.keypoint_msgs import cloud_to_instances, cloud_to_keypoints
+from skp_ros.tiny_bundle import make_tiny_bundle
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -50,7 +50,6 @@ import numpy as np
 import pytest
 import rclpy
 import yaml
-from bundle_support import make_tiny_bundle
 from node_support import (
     STARTUP_TIMEOUT_S,
     NodeProcess,
@@ -68,6 +67,7 @@ from skp_ros.camera_sweep import sample_photo
 from skp_ros.image_conversion import rgb_to_image_msg
 from skp_ros.keypoint_msgs import cloud_to_keypoints
 from skp_ros.parameters import SPECS, check_value
+from skp_ros.tiny_bundle import make_tiny_bundle
 
 LAUNCH_DIR = REPO_ROOT / "launch"
 PARAMS_FILE = REPO_ROOT / "config" / "keypoints.yaml"

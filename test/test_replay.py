@@ -39,15 +39,10 @@ from skp_ros.camera_motion import MOTION_FILE, read_camera_motion, tracking_erro
 from skp_ros.camera_sweep import sample_photo, sweep_frame, sweep_matrix
 from skp_ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from skp_ros.keypoint_msgs import cloud_to_keypoints
-from skp_ros.replay import (
-    BAG_EPOCH_NS,
-    DEFAULT_KEYPOINTS_TOPIC,
-    ReplayError,
-    _render_outputs,
-    frame_stamp_ns,
-    make_bag,
-    replay_bag,
-)
+from skp_ros.replay_errors import ReplayError
+from skp_ros.replay_make_bag import BAG_EPOCH_NS, frame_stamp_ns, make_bag
+from skp_ros.replay_render import render_outputs
+from skp_ros.replay_run import DEFAULT_KEYPOINTS_TOPIC, replay_bag
 
 STORAGES = ("sqlite3", "mcap")
 STORAGE_SUFFIX = {"sqlite3": ".db3", "mcap": ".mcap"}
@@ -284,7 +279,7 @@ def test_strip_captions_use_the_bag_index_when_a_frame_dropped(tmp_path: Path) -
     stamps = [frame_stamp_ns(i, 10.0) for i in range(5)]
     answered = {stamps[i]: (np.array([0]), np.array([[40.0, 30.0]])) for i in (0, 2, 3)}
     bag_index = {stamp: i for i, stamp in enumerate(stamps) if stamp in answered}
-    strip, video, indices = _render_outputs(
+    strip, video, indices = render_outputs(
         bag, "/camera/image_raw", answered, bag_index, {}, tmp_path, 6, False, 0, 10.0, []
     )
     assert indices == [0, 2, 3] and video is None
@@ -484,9 +479,9 @@ def test_replay_without_node_fails_clearly(tmp_path: Path) -> None:
 def test_replay_through_keypoint_node_with_tiny_bundle(tmp_path: Path) -> None:
     """The real node (tiny backbone on CPU): outputs carry published stamps, report is sane."""
     try:
-        from bundle_support import make_tiny_bundle
+        from skp_ros.tiny_bundle import make_tiny_bundle
     except ImportError as exc:
-        pytest.skip(f"test/bundle_support.py (tiny bundles) is not usable: {exc}")
+        pytest.skip(f"skp_ros.tiny_bundle (tiny bundles) is not usable: {exc}")
     bundle = make_tiny_bundle(
         tmp_path / "bundle", method_overrides={"num_views": 2, "image_size": 128}
     )

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from bundle_support import make_tiny_bundle
 from node_support import (
     STARTUP_TIMEOUT_S,
     RosClient,
@@ -41,6 +40,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from skp_ros.camera_sweep import sample_photo
 from skp_ros.image_conversion import array_to_image_msg, rgb_to_image_msg
 from skp_ros.keypoint_msgs import cloud_to_keypoints, cloud_to_points
+from skp_ros.tiny_bundle import make_tiny_bundle
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
