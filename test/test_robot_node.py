@@ -289,6 +289,9 @@ def test_two_cameras_one_model_match_each_camera_alone(client, bundle, tmp_path)
         for name in photos:
             cloud = _cloud(outputs[name], stamp)
             assert cloud.header.frame_id == f"{name}_optical"
-            np.testing.assert_allclose(cloud_to_keypoints(cloud)[1], alone[name], atol=1e-3)
+            # The same views and noise for each image; only float32 rounding differs, because a
+            # batched convolution sums in another order (measured up to 0.005 px on a CI
+            # machine after the sub-pixel refinement, 0 on others).
+            np.testing.assert_allclose(cloud_to_keypoints(cloud)[1], alone[name], atol=0.02)
         log = node.output()
         assert log.count("configured:") == 1 and "camera(s): front, rear" in log
