@@ -23,9 +23,7 @@ def _clean_dev_shm():
     remove_shm_entries(shm_entries() - before)
 
 
-@pytest.fixture()
-def rclpy_context():
-    """An initialised rclpy context, shut down after the test."""
+def _initialised_context():
     import rclpy
     from rclpy.context import Context
 
@@ -33,3 +31,15 @@ def rclpy_context():
     rclpy.init(context=context)
     yield context
     context.try_shutdown()
+
+
+@pytest.fixture()
+def rclpy_context():
+    """An initialised rclpy context, shut down after the test."""
+    yield from _initialised_context()
+
+
+@pytest.fixture(scope="module")
+def module_rclpy_context():
+    """An initialised rclpy context shared by one test module (its node processes' client)."""
+    yield from _initialised_context()

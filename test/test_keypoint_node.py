@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 import torch
 from node_support import (
     STARTUP_TIMEOUT_S,
@@ -65,16 +64,8 @@ LATCHED = QoSProfile(
 
 
 @pytest.fixture(scope="module")
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
-
-
-@pytest.fixture(scope="module")
-def client(context: Context) -> Iterator[RosClient]:
-    ros = RosClient(context)
+def client(module_rclpy_context: Context) -> Iterator[RosClient]:
+    ros = RosClient(module_rclpy_context)
     yield ros
     ros.close()
 

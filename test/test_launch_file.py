@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rclpy
 import yaml
 from node_support import (
     STARTUP_TIMEOUT_S,
@@ -595,14 +594,6 @@ def test_params_file_sets_every_parameter_with_valid_values():
 # --------------------------------------------------------------------------- the real process
 
 
-@pytest.fixture()
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
-
-
 def node_argv(node_action: Node, tmp_path: Path) -> list[str]:
     """The generated command line with the source tree's module for the installed executable."""
     cmd = node_command(node_action, Path(tempfile.mkdtemp(dir=tmp_path)))
@@ -632,7 +623,7 @@ def launched(
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_node_runs_with_the_launch_command_line(launch_module, context, tmp_path, bundle):
+def test_node_runs_with_the_launch_command_line(launch_module, rclpy_context, tmp_path, bundle):
     # The shipped YAML with one value changed, to prove the file reaches the namespaced node.
     params_file = tmp_path / "keypoints.yaml"
     shutil.copy(PARAMS_FILE, params_file)
@@ -654,7 +645,7 @@ def test_node_runs_with_the_launch_command_line(launch_module, context, tmp_path
     argv = node_argv(node_action, tmp_path)
     assert argv[3:6] == ["--ros-args", "--log-level", "info"]
 
-    with launched(argv, context, tmp_path) as (client, node):
+    with launched(argv, rclpy_context, tmp_path) as (client, node):
         node.wait_for_output("activated", STARTUP_TIMEOUT_S)
         name = "/robot1/skp_keypoints"
         values = client.get_parameters(
@@ -699,7 +690,7 @@ def test_node_runs_with_the_launch_command_line(launch_module, context, tmp_path
 @pytest.mark.ros
 @pytest.mark.slow
 def test_autostart_false_leaves_the_node_to_a_lifecycle_manager(
-    launch_module, context, tmp_path, bundle
+    launch_module, rclpy_context, tmp_path, bundle
 ):
     node_action = evaluate(
         launch_module,
@@ -711,7 +702,7 @@ def test_autostart_false_leaves_the_node_to_a_lifecycle_manager(
             "use_sim_time": "true",
         },
     )
-    with launched(node_argv(node_action, tmp_path), context, tmp_path) as (client, node):
+    with launched(node_argv(node_action, tmp_path), rclpy_context, tmp_path) as (client, node):
         name = "/robot2/skp_keypoints"
         # The executable answers services only once it spins, which with autostart true is
         # after configure + activate: an answer of "unconfigured" means it did not start itself.
@@ -729,12 +720,12 @@ def test_autostart_false_leaves_the_node_to_a_lifecycle_manager(
 @pytest.mark.ros
 @pytest.mark.slow
 def test_multi_camera_node_serves_both_remapped_cameras(
-    multi_camera_module, context, tmp_path, bundle
+    multi_camera_module, rclpy_context, tmp_path, bundle
 ):
     node_action = evaluate(
         multi_camera_module, {"namespace": "robot3", "bundle": str(bundle), "device": "cpu"}
     )
-    with launched(node_argv(node_action, tmp_path), context, tmp_path) as (client, node):
+    with launched(node_argv(node_action, tmp_path), rclpy_context, tmp_path) as (client, node):
         node.wait_for_output("activated", STARTUP_TIMEOUT_S)
         name = "/robot3/skp_keypoints"
         assert client.get_parameters(name, ["cameras"]) == {"cameras": ["front", "rear"]}

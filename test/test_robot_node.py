@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from node_support import (
     STARTUP_TIMEOUT_S,
     RosClient,
@@ -55,16 +54,8 @@ PLANE_M = 2.0
 
 
 @pytest.fixture(scope="module")
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
-
-
-@pytest.fixture(scope="module")
-def client(context: Context) -> Iterator[RosClient]:
-    ros = RosClient(context, name="skp_robot_test_client")
+def client(module_rclpy_context: Context) -> Iterator[RosClient]:
+    ros = RosClient(module_rclpy_context, name="skp_robot_test_client")
     yield ros
     ros.close()
 
