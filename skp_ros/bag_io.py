@@ -174,7 +174,7 @@ def find_image_topic(path: str | Path, topic: str | None = None) -> tuple[str, s
     registered depth images of such topics (``<namespace>/depth/image_raw``). A base topic
     whose bag only has '<topic>/compressed' resolves to that, as image_transport names it.
     """
-    from skp_ros.replay_geometry import side_topics
+    from skp_ros.camera_geometry import side_topics
 
     topics = bag_topics(path)
     images = {t: m for t, (m, _) in topics.items() if m in IMAGE_TYPES}

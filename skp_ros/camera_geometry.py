@@ -32,6 +32,7 @@ __all__ = [
     "depth_image_metres",
     "keypoint_positions",
     "pinhole_camera_info",
+    "side_topics",
 ]
 
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
@@ -92,10 +93,10 @@ class CameraModel:
         """Undistorted rays [N, 3] through pixels [N, 2], as points at z = 1 (NaN stays NaN)."""
         points = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
         rays = np.full((points.shape[0], 3), np.nan)
-        rays[:, 2] = 1.0
         finite = np.isfinite(points).all(axis=1)
         if not finite.any():
             return rays
+        rays[finite, 2] = 1.0
         pixels = points[finite].reshape(-1, 1, 2)
         if not self.d.size or not np.any(self.d):
             normalized = cv2.undistortPoints(pixels, self.k, None)
@@ -108,7 +109,6 @@ class CameraModel:
                 pixels, self.k, self.d, R=None, P=None, criteria=_UNDISTORT_CRITERIA
             )
         rays[finite, :2] = normalized.reshape(-1, 2)
-        rays[~finite] = np.nan
         return rays
 
 
@@ -207,3 +207,13 @@ def pinhole_camera_info(k: np.ndarray, width: int, height: int, header: Any = No
     if header is not None:
         info.header = copy_header(header)
     return info
+
+
+def side_topics(image_topic: str) -> tuple[str, str]:
+    """(camera_info, depth) topics of an image topic, named as camera drivers name them.
+
+    ``/camera/image_raw`` -> ``/camera/camera_info`` and ``/camera/depth/image_raw``.
+    """
+    base = image_topic.removesuffix("/compressed")
+    namespace = base.rsplit("/", 1)[0]
+    return f"{namespace}/camera_info", f"{namespace}/depth/image_raw"

@@ -28,7 +28,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Reg
 from visualization_msgs.msg import MarkerArray
 
 from skp_ros.bag_io import stamp_to_ns
-from skp_ros.camera_geometry import CameraGeometryError, CameraModel
+from skp_ros.camera_geometry import CameraGeometryError, CameraModel, side_topics
 from skp_ros.diagnostics import FrameStats
 from skp_ros.qos import IMAGE_QOS, OUTPUT_QOS, SIDE_INPUT_QOS, overriding_options
 from skp_ros.roi import Box, Crop, box_from_msg
@@ -45,8 +45,7 @@ def camera_info_topic(node: Node, relative: str, image_topic: str) -> str:
     remapped = node.resolve_topic_name(relative)
     if remapped != node.resolve_topic_name(relative, only_expand=True):
         return remapped
-    namespace = image_topic.rsplit("/", 1)[0]
-    return f"{namespace}/camera_info"
+    return side_topics(image_topic)[0]
 
 
 @dataclass(frozen=True)

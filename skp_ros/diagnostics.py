@@ -82,8 +82,7 @@ class FrameStats:
     def arrived(self) -> None:
         """Count one input image as received and restart the input timeout."""
         with self._lock:
-            self._totals["received"] += 1
-            self._window["received"] += 1
+            self._add("received", 1)
             self._last_input = time.monotonic()
 
     def published(self, stamp_delay_s: float | None) -> None:
@@ -102,8 +101,12 @@ class FrameStats:
     def count(self, counter: str, n: int = 1) -> None:
         """Add ``n`` to one counter (one of received, processed, dropped, bad, ...)."""
         with self._lock:
-            self._totals[counter] += n
-            self._window[counter] += n
+            self._add(counter, n)
+
+    def _add(self, counter: str, n: int) -> None:
+        """Add to the total and the window; the caller holds the lock."""
+        self._totals[counter] += n
+        self._window[counter] += n
 
     def processed(self, seconds: float, detector_seconds: float = 0.0) -> None:
         """One frame went through conversion, detection and publishing in ``seconds``.
@@ -112,8 +115,7 @@ class FrameStats:
         message building, publishing) is the node's own overhead, reported separately.
         """
         with self._lock:
-            self._totals["processed"] += 1
-            self._window["processed"] += 1
+            self._add("processed", 1)
             self._last_ms = seconds * 1000.0
             self._times_ms.append(self._last_ms)
             self._detector_ms.append(detector_seconds * 1000.0)

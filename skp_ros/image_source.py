@@ -14,7 +14,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from skp_ros.camera_geometry import pinhole_camera_info
+from skp_ros.camera_geometry import pinhole_camera_info, side_topics
 from skp_ros.camera_sweep import sample_photo, sweep_depth, sweep_frame, sweep_intrinsics
 from skp_ros.image_conversion import array_to_image_msg, rgb_to_compressed_msg, rgb_to_image_msg
 from skp_ros.process import node_usage, spin_node, wants_help
@@ -67,8 +67,8 @@ class ImageSource(Node):
             self.publisher = self.create_publisher(CompressedImage, f"{self.topic}/compressed", qos)
         else:
             self.publisher = self.create_publisher(Image, self.topic, qos)
-        namespace = self.publisher.topic_name.removesuffix("/compressed").rsplit("/", 1)[0]
-        self.info_publisher = self.create_publisher(CameraInfo, f"{namespace}/camera_info", qos)
+        info_topic, _ = side_topics(self.publisher.topic_name)
+        self.info_publisher = self.create_publisher(CameraInfo, info_topic, qos)
         self.depth_publisher = None
         if value["depth"]:
             self.depth_publisher = self.create_publisher(Image, value["depth_topic"], qos)

@@ -110,6 +110,11 @@ def _describe_offer(qos: QoSProfile) -> str:
     return f"{qos.reliability.name.lower()}/{qos.durability.name.lower()}"
 
 
+def _settled(name: str, value: Any) -> Any:
+    """Array parameters as lists (rclpy may hand back array.array), the rest as they are."""
+    return list(value) if isinstance(SPECS[name].default, list) else value
+
+
 def _stamp_seconds(header: Header) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
@@ -150,10 +155,9 @@ class KeypointNode(LifecycleNode):
     def _value(self, name: str) -> Any:
         """A parameter's value; an array declared unset (``cameras`` by default) reads as []."""
         try:
-            value = self.get_parameter(name).value
+            return _settled(name, self.get_parameter(name).value)
         except rclpy.exceptions.ParameterUninitializedException:
             return []
-        return list(value) if isinstance(SPECS[name].default, list) else value
 
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Reject bad values, and configure-time values while configured, with a reason."""
@@ -180,8 +184,7 @@ class KeypointNode(LifecycleNode):
         changed = {p.name for p in params if p.name in RUNTIME_PARAMETERS}
         for param in params:
             if param.name in changed:
-                value = param.value
-                self._runtime[param.name] = list(value) if param.name == "roi" else value
+                self._runtime[param.name] = _settled(param.name, param.value)
         if changed & _SMOOTHING:
             self._reset_smoothers()
         if "diagnostics_period" in changed and self._diag_timer is not None:
@@ -546,12 +549,13 @@ class KeypointNode(LifecycleNode):
             list(bundle.keypoint_names),
             list(bundle.keypoint_colors),
             runtime["marker_diameter"],
+            with_markers=stream.matched.get("markers", 0) > 0,
         )
         publishers = stream.publishers
         self._publish(publishers.get("keypoints"), messages.keypoints, "keypoints", stream)
         if messages.landmarks is not None:
             self._publish(publishers.get("landmarks"), messages.landmarks, "landmarks", stream)
-        if messages.markers is not None and stream.matched.get("markers", 0) > 0:
+        if messages.markers is not None:
             self._publish(publishers.get("markers"), messages.markers, "markers", stream)
         if stream.matched.get("debug_image", 0) > 0:
             flat_landmarks = None if landmarks is None else landmarks.reshape(-1, 2)

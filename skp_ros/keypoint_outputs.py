@@ -106,6 +106,7 @@ def build_messages(
     names: list[str],
     colors: list[tuple[int, int, int]],
     marker_diameter: float,
+    with_markers: bool,
 ) -> FrameMessages:
     """Clouds (and markers) from keypoints uv [n, K, 2], scores [n, K], landmarks [n, J, 2].
 
@@ -131,7 +132,7 @@ def build_messages(
             geometry.positions(flat, image_size, depth_window),
         )
     markers = None
-    if geometry.metric:
+    if with_markers and geometry.metric:  # built only for a subscriber: none, no work
         markers = keypoint_markers(header, ids, xyz, instance_of, names, colors, marker_diameter)
     return FrameMessages(cloud, ids, kept_uv, landmark_cloud, markers)
 

@@ -21,22 +21,11 @@ from skp_ros.image_conversion import array_to_image_msg
 __all__ = [
     "CAMERA_INFO_TYPE",
     "depth_figures",
-    "side_topics",
     "sweep_distances",
     "sweep_side_messages",
 ]
 
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-
-
-def side_topics(image_topic: str) -> tuple[str, str]:
-    """(camera_info, depth) topics of an image topic, named as camera drivers name them.
-
-    ``/camera/image_raw`` -> ``/camera/camera_info`` and ``/camera/depth/image_raw``.
-    """
-    base = image_topic.removesuffix("/compressed")
-    namespace = base.rsplit("/", 1)[0]
-    return f"{namespace}/camera_info", f"{namespace}/depth/image_raw"
 
 
 def sweep_side_messages(index: int, width: int, height: int, header: Any) -> tuple[Any, Any]:

@@ -20,10 +20,11 @@ import numpy as np
 from skp_core.image_header import PixelLimitError, check_pixel_limit
 from skp_core.progress import progress as progress_bar
 from skp_ros.bag_io import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagWriter, ns_to_stamp
+from skp_ros.camera_geometry import side_topics
 from skp_ros.camera_motion import write_camera_motion
 from skp_ros.camera_sweep import sample_photo, sweep_frame, sweep_matrix
 from skp_ros.replay_errors import ReplayError
-from skp_ros.replay_geometry import side_topics, sweep_side_messages
+from skp_ros.replay_geometry import sweep_side_messages
 
 __all__ = [
     "BAG_EPOCH_NS",

@@ -30,11 +30,12 @@ from skp_ros.bag_io import (
     find_image_topic,
     read_messages,
 )
+from skp_ros.camera_geometry import side_topics
 from skp_ros.camera_motion import CameraMotionError, read_camera_motion, tracking_error
 from skp_ros.process import node_command, start_child, stop_child, wait_for
 from skp_ros.replay_analysis import Received, analyse, event_rate, format_summary
 from skp_ros.replay_errors import ReplayError
-from skp_ros.replay_geometry import depth_figures, side_topics, sweep_distances
+from skp_ros.replay_geometry import depth_figures, sweep_distances
 from skp_ros.replay_make_bag import compressed_topic
 from skp_ros.replay_player import (
     MATCH_SETTLE_S,

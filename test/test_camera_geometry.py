@@ -221,8 +221,9 @@ def test_diagnostics_levels_follow_diagnostic_updater() -> None:
 
 
 def test_sweep_bags_side_topics_and_depth_figures() -> None:
+    from skp_ros.camera_geometry import side_topics
     from skp_ros.camera_sweep import sweep_distance
-    from skp_ros.replay_geometry import depth_figures, side_topics, sweep_side_messages
+    from skp_ros.replay_geometry import depth_figures, sweep_side_messages
 
     assert side_topics("/camera/image_raw") == ("/camera/camera_info", "/camera/depth/image_raw")
     assert side_topics("/cam/image/compressed")[0] == "/cam/camera_info"
