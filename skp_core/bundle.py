@@ -52,6 +52,9 @@ FORMAT_NAME = "skp-bundle"
 JSON_FILE = "bundle.json"
 TENSORS_FILE = "tensors.safetensors"
 
+STUDENT_FILES = ("student.onnx", "student.json")
+"""A distilled student's files (skp_core.student_bundle), allowed inside a bundle directory."""
+
 _RETRAIN_HINT = "re-export the bundle with skp-train (or copy the whole bundle directory again)"
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -444,7 +447,9 @@ def _check_replaceable(path: Path) -> None:
         return
     if not path.is_dir():
         raise BundleError(f"{path}: exists and is not a bundle directory; choose another path")
-    extra = sorted(set(os.listdir(path)) - {JSON_FILE, TENSORS_FILE})
+    # A distilled student (skp_core.student_bundle) may sit beside the tensors; replacing the
+    # bundle drops it, as the teacher it imitated is being replaced too.
+    extra = sorted(set(os.listdir(path)) - {JSON_FILE, TENSORS_FILE, *STUDENT_FILES})
     if extra:
         raise BundleError(
             f"{path}: exists and holds files that are not part of a bundle ({', '.join(extra)}); "

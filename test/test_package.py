@@ -66,6 +66,8 @@ ROSDEP_KEYS = {
 PIP_ONLY = {
     "diffusers": "diffusers",
     "huggingface_hub": "huggingface_hub",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
     "rosbags": "rosbags",
     "safetensors": "safetensors",
     "tensorboard": "tensorboard",  # the tests read skp-train's event files with it
