@@ -72,6 +72,43 @@ def normalized_to_pixels(points: np.ndarray, height: int, width: int) -> np.ndar
     return points * np.array([width, height], dtype=np.float64) - 0.5
 
 
+def make_instance(
+    normalized: np.ndarray,
+    scores: np.ndarray,
+    height: int,
+    width: int,
+    regressor: np.ndarray | None,
+) -> Instance:
+    """One instance's keypoints in the input image's pixels, with its landmarks if any."""
+    instance = Instance(
+        normalized=normalized,
+        pixels=normalized_to_pixels(normalized, height, width),
+        scores=scores,
+    )
+    if regressor is not None:
+        landmarks = apply_regressor(regressor, normalized[None])[0]
+        instance.landmarks_normalized = landmarks
+        instance.landmarks_pixels = normalized_to_pixels(landmarks, height, width)
+    return instance
+
+
+def make_detection(
+    instances: list[Instance], image_size: tuple[int, int], degenerate: np.ndarray
+) -> Detection:
+    """A frame's detection: the first instance's keypoints at the top, all of them listed."""
+    first = instances[0]
+    return Detection(
+        normalized=first.normalized,
+        pixels=first.pixels,
+        scores=first.scores,
+        image_size=image_size,
+        landmarks_normalized=first.landmarks_normalized,
+        landmarks_pixels=first.landmarks_pixels,
+        degenerate=degenerate,
+        instances=instances,
+    )
+
+
 def to_image_tensor(image: ImageLike) -> Tensor:
     """uint8 HxWx3 (or HxW) array, or float [3, H, W] tensor in [0, 1] -> float [3, H, W]."""
     if isinstance(image, Tensor):
@@ -240,39 +277,14 @@ class KeypointDetector:
         out = []
         for i, (height, width) in enumerate(sizes):
             instances = [
-                self._instance(locations[i, n], scores[i, n], height, width)
+                make_instance(locations[i, n], scores[i, n], height, width, self.regressor)
                 for n in range(locations.shape[1])
             ]
-            first = instances[0]
-            det = Detection(
-                normalized=first.normalized,
-                pixels=first.pixels,
-                scores=first.scores,
-                image_size=(height, width),
-                landmarks_normalized=first.landmarks_normalized,
-                landmarks_pixels=first.landmarks_pixels,
-                degenerate=degenerate[i],
-                instances=instances,
-            )
+            det = make_detection(instances, (height, width), degenerate[i])
             if return_maps:
                 det.maps = maps[i].float().cpu().numpy()
             out.append(det)
         return out
-
-    def _instance(
-        self, normalized: np.ndarray, scores: np.ndarray, height: int, width: int
-    ) -> Instance:
-        """One instance's keypoints in the input image's pixels, with its landmarks if any."""
-        instance = Instance(
-            normalized=normalized,
-            pixels=normalized_to_pixels(normalized, height, width),
-            scores=scores,
-        )
-        if self.regressor is not None:
-            landmarks = apply_regressor(self.regressor, normalized[None])[0]
-            instance.landmarks_normalized = landmarks
-            instance.landmarks_pixels = normalized_to_pixels(landmarks, height, width)
-        return instance
 
     def close(self) -> None:
         """Put the UNet's own attention processors back."""

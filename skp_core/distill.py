@@ -27,7 +27,7 @@ from skp_core.affine import identity_affine, sample_affine, transform_points, wa
 from skp_core.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from skp_core.image_batch import stack_resized
 from skp_core.progress import progress
-from skp_core.student_network import StudentConfig, StudentNet
+from skp_core.student_network import StudentConfig, StudentNet, expected_location, read_scores
 
 __all__ = ["DistillSettings", "Distiller", "TeacherLabels", "agreement", "label_images"]
 
@@ -146,14 +146,9 @@ class Distiller:
         target = _gaussian_targets(points, heat.shape[-1], self.settings.sigma).flatten(-2)
         weight = visible / visible.sum().clamp_min(1.0)
         heat_loss = (-(target * log_probs).sum(-1) * weight).sum()
-        probs = log_probs.exp()
-        centres = (torch.arange(heat.shape[-1], dtype=heat.dtype) + 0.5) / heat.shape[-1]
-        grid = probs.unflatten(-1, heat.shape[-2:])
-        located = torch.stack(
-            ((grid.sum(-2) * centres).sum(-1), (grid.sum(-1) * centres).sum(-1)), dim=-1
-        )
-        distance = ((located - points).norm(dim=-1) * weight).sum()
-        predicted = torch.sigmoid((probs * score_logits.flatten(-2)).sum(-1))
+        probs = log_probs.exp().unflatten(-1, heat.shape[-2:])
+        distance = ((expected_location(probs) - points).norm(dim=-1) * weight).sum()
+        predicted = read_scores(probs, score_logits)
         score_loss = (F.l1_loss(predicted, scores, reduction="none") * weight).sum()
         total = heat_loss + 10.0 * distance + score_loss
         terms = {

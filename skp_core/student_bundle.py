@@ -32,7 +32,6 @@ __all__ = [
     "STUDENT_ONNX",
     "StudentFiles",
     "export_onnx",
-    "has_student",
     "load_student",
     "save_student",
     "teacher_hash",
@@ -109,10 +108,6 @@ def _declare_output_shapes(data: bytes, config: StudentConfig) -> bytes:
             dim.Clear()
             dim.dim_value = size
     return model.SerializeToString()
-
-
-def has_student(path: str | Path) -> bool:
-    return (Path(path) / STUDENT_JSON).is_file()
 
 
 def save_student(

@@ -17,9 +17,14 @@ import torch
 from torch import Tensor
 
 from skp_core.bundle import Bundle, load_bundle
-from skp_core.detector import Detection, ImageLike, Instance, normalized_to_pixels, to_image_tensor
-from skp_core.image_batch import stack_resized
-from skp_core.regression import apply_regressor
+from skp_core.detector import (
+    Detection,
+    ImageLike,
+    make_detection,
+    make_instance,
+    to_image_tensor,
+)
+from skp_core.image_batch import resize_images, stack_resized
 from skp_core.student_bundle import INPUT_NAME, StudentFiles, load_student
 
 __all__ = ["StudentDetector", "execution_providers"]
@@ -68,8 +73,7 @@ class StudentDetector:
 
     def run(self, batch: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(locations [B, K, 2], scores [B, K], maps [B, K, h, w]) of a batch in [0, 1]."""
-        size = self.config.input_size
-        images = stack_resized(list(batch.float().cpu()), size, torch.device("cpu"))
+        images = resize_images(batch.float().cpu(), self.config.input_size)
         feed = ((images - self.mean) / self.std).numpy().astype(np.float32)
         locations, scores, maps = self.session.run(None, {INPUT_NAME: feed})
         return locations, scores, maps
@@ -96,25 +100,9 @@ class StudentDetector:
             height, width = int(tensor.shape[1]), int(tensor.shape[2])
             normalized = locations[i].astype(np.float64)
             score = scores[i].astype(np.float64)
-            instance = Instance(
-                normalized=normalized,
-                pixels=normalized_to_pixels(normalized, height, width),
-                scores=score,
-            )
-            if self.regressor is not None:
-                landmarks = apply_regressor(self.regressor, normalized[None])[0]
-                instance.landmarks_normalized = landmarks
-                instance.landmarks_pixels = normalized_to_pixels(landmarks, height, width)
-            det = Detection(
-                normalized=instance.normalized,
-                pixels=instance.pixels,
-                scores=instance.scores,
-                image_size=(height, width),
-                landmarks_normalized=instance.landmarks_normalized,
-                landmarks_pixels=instance.landmarks_pixels,
-                degenerate=~np.isfinite(normalized).all(axis=-1) | ~np.isfinite(score),
-                instances=[instance],
-            )
+            instance = make_instance(normalized, score, height, width, self.regressor)
+            degenerate = ~np.isfinite(normalized).all(axis=-1) | ~np.isfinite(score)
+            det = make_detection([instance], (height, width), degenerate)
             if return_maps:
                 det.maps = maps[i]
             out.append(det)

@@ -25,7 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["StudentConfig", "StudentNet", "soft_argmax", "student_problem"]
+__all__ = [
+    "StudentConfig",
+    "StudentNet",
+    "expected_location",
+    "read_scores",
+    "soft_argmax",
+    "student_problem",
+]
 
 HEATMAP_STRIDE = 4
 """Input pixels per heatmap cell: 64 x 64 maps for a 256-pixel input."""
@@ -94,15 +101,25 @@ def student_problem(data: Any) -> str | None:
     return None
 
 
-def soft_argmax(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """Expected (x, y) [..., 2] under the spatial softmax of ``logits`` [..., H, W], and it."""
-    height, width = logits.shape[-2:]
-    probs = torch.softmax(logits.flatten(-2), dim=-1).unflatten(-1, (height, width))
-    xs = (torch.arange(width, dtype=logits.dtype, device=logits.device) + 0.5) / width
-    ys = (torch.arange(height, dtype=logits.dtype, device=logits.device) + 0.5) / height
+def expected_location(probs: Tensor) -> Tensor:
+    """Expected (x, y) [..., 2] under spatial probabilities [..., H, W] (pixel centres)."""
+    height, width = probs.shape[-2:]
+    xs = (torch.arange(width, dtype=probs.dtype, device=probs.device) + 0.5) / width
+    ys = (torch.arange(height, dtype=probs.dtype, device=probs.device) + 0.5) / height
     x = (probs.sum(dim=-2) * xs).sum(dim=-1)
     y = (probs.sum(dim=-1) * ys).sum(dim=-1)
-    return torch.stack((x, y), dim=-1), probs
+    return torch.stack((x, y), dim=-1)
+
+
+def soft_argmax(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Expected (x, y) [..., 2] under the spatial softmax of ``logits`` [..., H, W], and it."""
+    probs = torch.softmax(logits.flatten(-2), dim=-1).unflatten(-1, logits.shape[-2:])
+    return expected_location(probs), probs
+
+
+def read_scores(probs: Tensor, score_logits: Tensor) -> Tensor:
+    """Scores [...] in (0, 1): the score logits averaged under the location's softmax."""
+    return torch.sigmoid((probs * score_logits).flatten(-2).sum(dim=-1))
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -158,8 +175,7 @@ class StudentNet(nn.Module):
         """(locations [B, K, 2] in [0, 1], scores [B, K] in (0, 1), maps [B, K, h, w])."""
         heat, score_logits = self(x)
         locations, probs = soft_argmax(heat)
-        scores = torch.sigmoid((probs * score_logits).flatten(-2).sum(dim=-1))
-        return locations, scores, probs
+        return locations, read_scores(probs, score_logits), probs
 
 
 class StudentExport(nn.Module):
